@@ -1,0 +1,7 @@
+#!/usr/bin/env bash
+# Sets everything up (dev/setup_env.sh) and runs the test suite. Extra arguments go to pytest.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$ROOT/dev/setup_env.sh"
+cd "$ROOT"
+exec .venv/bin/python -m pytest -q -p no:cacheprovider --durations=15 tests "$@"

@@ -1,0 +1,144 @@
+# Copyright (c) yolact_d2 contributors.
+"""YOLACT options for Detectron2's yacs config."""
+from detectron2.config import CfgNode as CN
+
+__all__ = ["add_yolact_config"]
+
+
+def add_yolact_config(cfg):
+    """
+    Add every YOLACT option to ``cfg`` (in place). Defaults reproduce the reference
+    ``yolact_base_config`` (dbolya/yolact) wherever the reference has a value.
+
+    Args:
+        cfg (CfgNode): a Detectron2 config, usually from :func:`detectron2.config.get_cfg`.
+    """
+    _C = cfg
+    _C.MODEL.YOLACT = CN()
+    # Number of foreground classes (the softmax has NUM_CLASSES + 1 outputs, background at 0).
+    _C.MODEL.YOLACT.NUM_CLASSES = 80
+    # The square network input side S: images are resized to S x S ignoring the aspect ratio.
+    _C.MODEL.YOLACT.INPUT_SIZE = 550
+    # FPN levels fed to the prediction head, in order (priors are concatenated in this order).
+    _C.MODEL.YOLACT.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
+    # Number of prototype masks k.
+    _C.MODEL.YOLACT.NUM_PROTOTYPES = 32
+    # SSD box-coding variances (center, size).
+    _C.MODEL.YOLACT.BOX_VARIANCES = [0.1, 0.2]
+
+    # ---------------------------------------------------------------------------------------
+    # Protonet
+    # ---------------------------------------------------------------------------------------
+    _C.MODEL.YOLACT.PROTONET = CN()
+    # Name in YOLACT_PROTONET_REGISTRY.
+    _C.MODEL.YOLACT.PROTONET.NAME = "ProtoNet"
+    # FPN level the protonet reads.
+    _C.MODEL.YOLACT.PROTONET.IN_FEATURE = "p3"
+    # Channels of the 3x3 convs (3 before the x2 upsample, 1 after it).
+    _C.MODEL.YOLACT.PROTONET.CONV_DIM = 256
+    _C.MODEL.YOLACT.PROTONET.NUM_CONVS_BEFORE_UPSAMPLE = 3
+
+    # ---------------------------------------------------------------------------------------
+    # Prediction head
+    # ---------------------------------------------------------------------------------------
+    _C.MODEL.YOLACT.HEAD = CN()
+    # Name in YOLACT_HEAD_REGISTRY.
+    _C.MODEL.YOLACT.HEAD.NAME = "YolactHead"
+    # Channels of the shared 3x3 "upfeature" conv.
+    _C.MODEL.YOLACT.HEAD.CONV_DIM = 256
+
+    # ---------------------------------------------------------------------------------------
+    # Priors (anchors). Sizes are in pixels of the S x S input, one list per level.
+    # ---------------------------------------------------------------------------------------
+    _C.MODEL.YOLACT.PRIORS = CN()
+    _C.MODEL.YOLACT.PRIORS.SCALES = [[24.0], [48.0], [96.0], [192.0], [384.0]]
+    # Aspect ratios as width / height (the reference's convention; Detectron2 uses h / w).
+    _C.MODEL.YOLACT.PRIORS.ASPECT_RATIOS = [1.0, 0.5, 2.0]
+    # The released YOLACT v1 checkpoints use square priors of side scale * sqrt(ratio).
+    _C.MODEL.YOLACT.PRIORS.SQUARE = True
+
+    # ---------------------------------------------------------------------------------------
+    # Training losses (reference constants)
+    # ---------------------------------------------------------------------------------------
+    _C.MODEL.YOLACT.LOSS = CN()
+    # Prior/GT IoU thresholds: >= POS is positive, < NEG is background, between is ignored.
+    _C.MODEL.YOLACT.LOSS.POS_IOU_THRESHOLD = 0.5
+    _C.MODEL.YOLACT.LOSS.NEG_IOU_THRESHOLD = 0.4
+    # A non-positive prior covered by a crowd box for more than this fraction is ignored.
+    _C.MODEL.YOLACT.LOSS.CROWD_IOU_THRESHOLD = 0.7
+    # Online hard negative mining ratio (negatives : positives).
+    _C.MODEL.YOLACT.LOSS.NEG_POS_RATIO = 3
+    _C.MODEL.YOLACT.LOSS.CLASS_WEIGHT = 1.0
+    _C.MODEL.YOLACT.LOSS.BOX_WEIGHT = 1.5
+    _C.MODEL.YOLACT.LOSS.MASK_WEIGHT = 6.125
+    # Semantic segmentation loss on P3 (training only). 0 disables it and drops its conv.
+    _C.MODEL.YOLACT.LOSS.SEMANTIC_SEG_WEIGHT = 1.0
+    # At most this many positive priors per image train the mask branch (300 for im700).
+    _C.MODEL.YOLACT.LOSS.MASKS_TO_TRAIN = 100
+    # YOLACT++ mask-IoU loss weight, and the smallest GT mask (proto pixels) it trains on.
+    _C.MODEL.YOLACT.LOSS.MASKIOU_WEIGHT = 25.0
+    _C.MODEL.YOLACT.LOSS.DISCARD_MASK_AREA = 25
+
+    # ---------------------------------------------------------------------------------------
+    # YOLACT++ fast mask re-scoring
+    # ---------------------------------------------------------------------------------------
+    _C.MODEL.YOLACT.MASKIOU = CN()
+    _C.MODEL.YOLACT.MASKIOU.ENABLED = False
+    # Multiply the mask score (and optionally the box score) by the predicted mask IoU.
+    _C.MODEL.YOLACT.MASKIOU.RESCORE_MASK = True
+    _C.MODEL.YOLACT.MASKIOU.RESCORE_BOX = False
+
+    # ---------------------------------------------------------------------------------------
+    # Backbone options (the ResNet itself is configured by MODEL.RESNETS)
+    # ---------------------------------------------------------------------------------------
+    _C.MODEL.YOLACT.BACKBONE = CN()
+    # YOLACT++ deformable convs: for each of res2..res5, how many trailing blocks may use a
+    # deformable 3x3 (the reference's ``dcn_layers``) and the block interval between them.
+    _C.MODEL.YOLACT.BACKBONE.DEFORM_LAYERS = [0, 0, 0, 0]
+    _C.MODEL.YOLACT.BACKBONE.DEFORM_INTERVAL = 1
+    # DarkNet-53 depth per stage (used by build_yolact_darknet_fpn_backbone).
+    _C.MODEL.YOLACT.BACKBONE.DARKNET_BLOCKS = [1, 2, 8, 8, 4]
+
+    # ---------------------------------------------------------------------------------------
+    # Inference
+    # ---------------------------------------------------------------------------------------
+    _C.MODEL.YOLACT.TEST = CN()
+    # "fast" (Fast NMS, per class), "cross_class" (class-agnostic Fast NMS) or "traditional".
+    _C.MODEL.YOLACT.TEST.NMS_TYPE = "fast"
+    # Priors whose best foreground class score is not above this are dropped before NMS.
+    _C.MODEL.YOLACT.TEST.SCORE_THRESH = 0.05
+    # Candidates per class entering NMS.
+    _C.MODEL.YOLACT.TEST.TOP_K = 200
+    _C.MODEL.YOLACT.TEST.NMS_THRESH = 0.5
+    # Detections kept per image (not applied by the cross-class variant, as in the reference).
+    _C.MODEL.YOLACT.TEST.DETECTIONS_PER_IMAGE = 100
+    # Threshold on the up-sampled soft masks.
+    _C.MODEL.YOLACT.TEST.MASK_THRESH = 0.5
+    # Crop assembled masks by their predicted box (in prototype space, 1 px padding).
+    _C.MODEL.YOLACT.TEST.CROP_MASKS = True
+    # Score below which demos and visualisations hide a detection. It never changes what the
+    # model returns (evaluation keeps the reference's outputs).
+    _C.MODEL.YOLACT.TEST.DISPLAY_SCORE_THRESH = 0.3
+
+    # ---------------------------------------------------------------------------------------
+    # Speed options
+    # ---------------------------------------------------------------------------------------
+    # Inference on CPU under bf16 autocast with channels_last activations (the fast CPU path).
+    _C.MODEL.YOLACT.FAST_CPU_INFERENCE = False
+    # Training under bf16 autocast on CPU (SOLVER.AMP.ENABLED covers CUDA).
+    _C.SOLVER.BF16_CPU = False
+
+    # ---------------------------------------------------------------------------------------
+    # Data
+    # ---------------------------------------------------------------------------------------
+    # Which YOLACT augmentations the training mapper applies (photometric, expand,
+    # random sample crop, mirror); the final square resize is always applied.
+    _C.INPUT.YOLACT = CN()
+    _C.INPUT.YOLACT.PHOTOMETRIC = True
+    _C.INPUT.YOLACT.EXPAND = True
+    # Largest expand ratio (canvas side / image side).
+    _C.INPUT.YOLACT.EXPAND_MAX_RATIO = 4.0
+    _C.INPUT.YOLACT.RANDOM_SAMPLE_CROP = True
+    _C.INPUT.YOLACT.MIRROR = True
+    # LR warm-up in the reference starts from this factor of the base LR (1e-4 / 1e-3).
+    _C.SOLVER.YOLACT_WARMUP_START_FACTOR = 0.1
