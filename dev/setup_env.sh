@@ -42,7 +42,7 @@ if ! "$VPY" -c "import yolact_d2" 2>/dev/null || [ setup.py -nt .venv/.yolact_d2
   # Detectron2's own requirements (its wheel metadata targets 3.10, so they are named here).
   pipq "numpy<2" "setuptools<81" Pillow matplotlib "pycocotools>=2.0.2" termcolor yacs tabulate \
     cloudpickle tqdm tensorboard "omegaconf>=2.1,<2.4" "hydra-core>=1.1" packaging fvcore iopath
-  pipq --no-build-isolation -e ".[dev]"
+  pipq --no-build-isolation -e ".[dev]" --config-settings editable_mode=compat
   touch .venv/.yolact_d2_installed
 fi
 echo "[setup] environment ready: $VPY"

@@ -1,0 +1,323 @@
+# Copyright (c) yolact_d2 contributors.
+"""YOLACT's training losses, exact to the reference's ``MultiBoxLoss``."""
+from typing import Dict, List, Optional
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.structures import Instances
+from detectron2.utils.events import get_event_storage
+
+from .box_coder import encode_boxes
+from .mask_assembly import assemble_masks, crop_masks
+from .matching import match_priors
+
+__all__ = [
+    "YolactLoss",
+    "ohem_class_loss",
+    "box_loss",
+    "mask_loss_one_image",
+    "semantic_seg_loss",
+    "downsample_gt_masks",
+    "mask_iou",
+]
+
+
+def ohem_class_loss(
+    class_logits: torch.Tensor, labels: torch.Tensor, neg_pos_ratio: int = 3
+) -> torch.Tensor:
+    """
+    Softmax cross-entropy over positives and the hardest negatives (online hard example mining).
+
+    Negatives are ranked per image by -log softmax(background); the top
+    ``min(neg_pos_ratio * num_pos, R - 1)`` non-positive, non-ignored priors are used.
+
+    Args:
+        class_logits (Tensor): (N, R, C + 1).
+        labels (Tensor): (N, R) int64: class + 1, 0 background, -1 ignored.
+        neg_pos_ratio (int): negatives per positive.
+
+    Returns:
+        Tensor: scalar, the *summed* cross-entropy.
+    """
+    with torch.no_grad():
+        mining = torch.logsumexp(class_logits, dim=-1) - class_logits[..., 0]
+        positive = labels > 0
+        mining[positive | (labels < 0)] = 0
+        rank = mining.argsort(dim=1, descending=True).argsort(dim=1)
+        num_pos = positive.sum(dim=1, keepdim=True)
+        num_neg = torch.clamp(neg_pos_ratio * num_pos, max=labels.shape[1] - 1)
+        negative = (rank < num_neg) & ~positive & (labels >= 0)
+        selected = positive | negative
+    return F.cross_entropy(class_logits[selected], labels[selected], reduction="sum")
+
+
+def box_loss(deltas: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """
+    Args:
+        deltas (Tensor): (P, 4) predicted deltas of the positive priors.
+        targets (Tensor): (P, 4) encoded targets.
+
+    Returns:
+        Tensor: scalar summed smooth-L1 (beta 1).
+    """
+    return F.smooth_l1_loss(deltas, targets, reduction="sum", beta=1.0)
+
+
+def downsample_gt_masks(masks: torch.Tensor, size) -> torch.Tensor:
+    """
+    Args:
+        masks (Tensor): (G, H, W) binary masks.
+        size (tuple[int, int]): target (h, w).
+
+    Returns:
+        Tensor: (G, h, w) float {0, 1}: bilinear (align_corners=False) resize, then > 0.5.
+    """
+    if masks.shape[0] == 0:
+        return masks.new_zeros((0, *size), dtype=torch.float32)
+    down = F.interpolate(masks[None].float(), size, mode="bilinear", align_corners=False)[0]
+    return (down > 0.5).float()
+
+
+def mask_iou(pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
+    """
+    Args:
+        pred, gt (Tensor): (n, h, w) binary masks.
+
+    Returns:
+        Tensor: (n,) IoU of each pair.
+    """
+    inter = (pred * gt).sum(dim=(1, 2))
+    union = pred.sum(dim=(1, 2)) + gt.sum(dim=(1, 2)) - inter
+    return inter / union
+
+
+def mask_loss_one_image(
+    prototypes: torch.Tensor,
+    coefficients: torch.Tensor,
+    gt_masks: torch.Tensor,
+    gt_boxes: torch.Tensor,
+    max_masks: int,
+) -> Dict[str, torch.Tensor]:
+    """
+    The mask loss of one image, before the division by the positives of the batch.
+
+    Each positive's mask sigmoid(P c) is cropped by its ground-truth box (1 px pad) and compared
+    with the ground truth (BCE); per instance the pixel sum is divided by the box area in
+    prototype pixels. At most ``max_masks`` random positives are used, and the sum is scaled by
+    (positives / used) to compensate.
+
+    Args:
+        prototypes (Tensor): (k, h, w).
+        coefficients (Tensor): (P, k) coefficients of the positive priors.
+        gt_masks (Tensor): (P, h, w) float {0, 1} matched ground truth at prototype size.
+        gt_boxes (Tensor): (P, 4) relative XYXY matched ground-truth boxes.
+        max_masks (int): the reference's ``masks_to_train``.
+
+    Returns:
+        dict: "loss" (scalar, the sum over used instances times the rescale factor),
+        "pred_masks" (n, h, w) cropped soft masks of the used instances, "selected" (n,)
+        indices of the used positives.
+    """
+    num_pos = coefficients.shape[0]
+    selected = torch.arange(num_pos, device=coefficients.device)
+    if num_pos > max_masks:
+        selected = torch.randperm(num_pos, device=coefficients.device)[:max_masks]
+    boxes = gt_boxes[selected]
+    pred = crop_masks(assemble_masks(prototypes, coefficients[selected]), boxes)
+    bce = F.binary_cross_entropy(pred.clamp(0, 1), gt_masks[selected], reduction="none")
+    h, w = prototypes.shape[-2:]
+    box_area = ((boxes[:, 2] - boxes[:, 0]) * w) * ((boxes[:, 3] - boxes[:, 1]) * h)
+    loss = (bce.sum(dim=(1, 2)) / box_area).sum() * (num_pos / len(selected))
+    return {"loss": loss, "pred_masks": pred, "selected": selected}
+
+
+def semantic_seg_loss(
+    logits: torch.Tensor, gt_masks: List[torch.Tensor], gt_classes: List[torch.Tensor]
+) -> torch.Tensor:
+    """
+    Args:
+        logits (Tensor): (N, C, h, w) semantic-segmentation logits on P3.
+        gt_masks (list[Tensor]): per image (G, H, W) binary non-crowd masks.
+        gt_classes (list[Tensor]): per image (G,) classes in [0, C).
+
+    Returns:
+        Tensor: scalar, sum over images of BCE-with-logits (summed over pixels) / (h * w).
+    """
+    h, w = logits.shape[-2:]
+    total = logits.new_zeros(())
+    for image_logits, masks, classes in zip(logits, gt_masks, gt_classes):
+        target = torch.zeros_like(image_logits)
+        down = downsample_gt_masks(masks, (h, w))
+        if len(classes):
+            target.index_reduce_(0, classes, down.to(target.dtype), "amax", include_self=True)
+        total = total + F.binary_cross_entropy_with_logits(image_logits, target, reduction="sum")
+    return total / (h * w)
+
+
+class YolactLoss(nn.Module):
+    """
+    All YOLACT losses: ``loss_cls`` (OHEM softmax CE), ``loss_box`` (smooth-L1), ``loss_mask``
+    (cropped, box-normalised BCE), ``loss_semantic_seg`` and, for YOLACT++, ``loss_maskiou``.
+    Box, class, mask and mask-IoU losses are divided by the positives of the whole batch, the
+    semantic-segmentation loss by the batch size, as the reference.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        input_size: int,
+        box_variances=(0.1, 0.2),
+        pos_iou_threshold: float = 0.5,
+        neg_iou_threshold: float = 0.4,
+        crowd_iou_threshold: float = 0.7,
+        neg_pos_ratio: int = 3,
+        class_weight: float = 1.0,
+        box_weight: float = 1.5,
+        mask_weight: float = 6.125,
+        semantic_seg_weight: float = 1.0,
+        masks_to_train: int = 100,
+        maskiou_weight: float = 25.0,
+        discard_mask_area: float = 25,
+    ):
+        super().__init__()
+        self.input_size = input_size
+        self.box_variances = tuple(box_variances)
+        self.pos_iou_threshold = pos_iou_threshold
+        self.neg_iou_threshold = neg_iou_threshold
+        self.crowd_iou_threshold = crowd_iou_threshold
+        self.neg_pos_ratio = neg_pos_ratio
+        self.class_weight = class_weight
+        self.box_weight = box_weight
+        self.mask_weight = mask_weight
+        self.semantic_seg_weight = semantic_seg_weight
+        self.masks_to_train = masks_to_train
+        self.maskiou_weight = maskiou_weight
+        self.discard_mask_area = discard_mask_area
+
+    @classmethod
+    def from_config(cls, cfg):
+        y = cfg.MODEL.YOLACT
+        return {
+            "input_size": y.INPUT_SIZE,
+            "box_variances": y.BOX_VARIANCES,
+            "pos_iou_threshold": y.LOSS.POS_IOU_THRESHOLD,
+            "neg_iou_threshold": y.LOSS.NEG_IOU_THRESHOLD,
+            "crowd_iou_threshold": y.LOSS.CROWD_IOU_THRESHOLD,
+            "neg_pos_ratio": y.LOSS.NEG_POS_RATIO,
+            "class_weight": y.LOSS.CLASS_WEIGHT,
+            "box_weight": y.LOSS.BOX_WEIGHT,
+            "mask_weight": y.LOSS.MASK_WEIGHT,
+            "semantic_seg_weight": y.LOSS.SEMANTIC_SEG_WEIGHT,
+            "masks_to_train": y.LOSS.MASKS_TO_TRAIN,
+            "maskiou_weight": y.LOSS.MASKIOU_WEIGHT,
+            "discard_mask_area": y.LOSS.DISCARD_MASK_AREA,
+        }
+
+    def _targets(self, gt: Instances, crowd_boxes: torch.Tensor, priors: torch.Tensor):
+        boxes = gt.gt_boxes.tensor / self.input_size
+        labels, matched = match_priors(
+            boxes,
+            gt.gt_classes,
+            crowd_boxes / self.input_size,
+            priors,
+            self.pos_iou_threshold,
+            self.neg_iou_threshold,
+            self.crowd_iou_threshold,
+        )
+        return labels, matched, boxes
+
+    def forward(
+        self,
+        outputs: Dict[str, torch.Tensor],
+        gt_instances: List[Instances],
+        crowd_boxes: List[torch.Tensor],
+        semantic_seg_conv: Optional[nn.Module] = None,
+        maskiou_net: Optional[nn.Module] = None,
+        semantic_seg_feature: str = "p3",
+    ) -> Dict[str, torch.Tensor]:
+        """
+        Args:
+            outputs (dict): from :meth:`Yolact.predict`.
+            gt_instances (list[Instances]): per image gt_boxes (pixels of the S x S input),
+                gt_classes and gt_masks (BitMasks S x S); crowds excluded.
+            crowd_boxes (list[Tensor]): per image (M, 4) pixel XYXY crowd boxes.
+            semantic_seg_conv (nn.Module or None): the training-only P3 conv.
+            maskiou_net (nn.Module or None): YOLACT++ re-scoring network.
+            semantic_seg_feature (str): the FPN level of the semantic-segmentation loss.
+
+        Returns:
+            dict[str, Tensor]: the weighted losses.
+        """
+        priors = outputs["priors"]
+        logits, deltas = outputs["class_logits"], outputs["box_deltas"]
+        coefficients, prototypes = outputs["coefficients"], outputs["prototypes"]
+        proto_size = prototypes.shape[-2:]
+        labels, box_targets, mask_sum = [], [], logits.new_zeros(())
+        maskiou_inputs, maskiou_targets, maskiou_classes = [], [], []
+        total_pos = 0
+        for i, (gt, crowds) in enumerate(zip(gt_instances, crowd_boxes)):
+            image_labels, matched, boxes = self._targets(gt, crowds, priors)
+            labels.append(image_labels)
+            positive = image_labels > 0
+            total_pos += int(positive.sum())
+            pos_matched = matched[positive]
+            if len(boxes):
+                box_targets.append(
+                    encode_boxes(boxes[pos_matched], priors[positive], self.box_variances)
+                )
+            if not positive.any():
+                continue
+            gt_masks = downsample_gt_masks(gt.gt_masks.tensor, proto_size)
+            result = mask_loss_one_image(
+                prototypes[i],
+                coefficients[i][positive],
+                gt_masks[pos_matched],
+                boxes[pos_matched],
+                self.masks_to_train,
+            )
+            mask_sum = mask_sum + result["loss"]
+            if maskiou_net is not None:
+                used = pos_matched[result["selected"]]
+                target_masks = gt_masks[used]
+                big = target_masks.sum(dim=(1, 2)) > self.discard_mask_area
+                pred = result["pred_masks"][big]
+                maskiou_inputs.append(pred[:, None])
+                maskiou_targets.append(mask_iou((pred > 0.5).float(), target_masks[big]))
+                maskiou_classes.append(gt.gt_classes[used][big])
+
+        labels = torch.stack(labels)
+        positive = labels > 0
+        normalizer = max(total_pos, 1)
+        pos_deltas = deltas[positive]
+        box_t = torch.cat(box_targets) if box_targets else pos_deltas.new_zeros((0, 4))
+        losses = {
+            "loss_cls": ohem_class_loss(logits, labels, self.neg_pos_ratio)
+            * self.class_weight
+            / normalizer,
+            "loss_box": box_loss(pos_deltas, box_t) * self.box_weight / normalizer,
+            "loss_mask": mask_sum * self.mask_weight / normalizer,
+        }
+        if semantic_seg_conv is not None and self.semantic_seg_weight > 0:
+            seg_logits = semantic_seg_conv(outputs["features"][semantic_seg_feature]).float()
+            seg = semantic_seg_loss(
+                seg_logits,
+                [gt.gt_masks.tensor for gt in gt_instances],
+                [gt.gt_classes for gt in gt_instances],
+            )
+            losses["loss_semantic_seg"] = seg * self.semantic_seg_weight / len(gt_instances)
+        if maskiou_net is not None:
+            if maskiou_inputs and sum(len(t) for t in maskiou_targets):
+                predicted = maskiou_net(torch.cat(maskiou_inputs))
+                predicted = predicted.gather(1, torch.cat(maskiou_classes)[:, None]).squeeze(1)
+                loss_i = F.smooth_l1_loss(predicted, torch.cat(maskiou_targets), reduction="sum")
+            else:
+                loss_i = logits.new_zeros(())
+            losses["loss_maskiou"] = loss_i * self.maskiou_weight / normalizer
+        try:
+            get_event_storage().put_scalar("num_pos_priors", total_pos / len(gt_instances))
+        except AssertionError:  # no EventStorage outside a trainer
+            pass
+        return losses

@@ -1,0 +1,40 @@
+# Copyright (c) yolact_d2 contributors.
+"""YOLACT++'s fast mask re-scoring network."""
+import torch
+from torch import nn
+
+from .backbone.fpn import xavier_init
+
+__all__ = ["MaskIoUNet"]
+
+
+class MaskIoUNet(nn.Module):
+    """
+    Five stride-2 3x3 convs (no padding; 1 -> 8 -> 16 -> 32 -> 64 -> 128) with ReLU, a 1x1 conv to
+    C classes with ReLU, then a global max-pool: predicts the IoU of a mask with its object for
+    every class.
+    """
+
+    def __init__(self, num_classes: int):
+        super().__init__()
+        layers, channels = [], 1
+        for out_channels in (8, 16, 32, 64, 128):
+            layers += [nn.Conv2d(channels, out_channels, 3, stride=2), nn.ReLU(inplace=True)]
+            channels = out_channels
+        layers += [nn.Conv2d(channels, num_classes, 1), nn.ReLU(inplace=True)]
+        self.net = nn.Sequential(*layers)
+        for m in self.net:
+            if isinstance(m, nn.Conv2d):
+                xavier_init(m)
+
+    def forward(self, masks: torch.Tensor) -> torch.Tensor:
+        """
+        Args:
+            masks (Tensor): (n, 1, H, W) soft masks at prototype resolution.
+
+        Returns:
+            Tensor: (n, C) predicted mask IoU per class.
+        """
+        if masks.shape[0] == 0:
+            return masks.new_zeros((0, self.net[-2].out_channels))
+        return self.net(masks).amax(dim=(2, 3))

@@ -1,0 +1,304 @@
+# Copyright (c) yolact_d2 contributors.
+"""The YOLACT meta-architecture."""
+import contextlib
+from typing import Dict, List, Optional
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from detectron2.config import configurable
+from detectron2.layers import ShapeSpec
+from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
+from detectron2.structures import Instances
+
+from yolact_d2.layers import NMS_FUNCTIONS
+
+from .backbone.fpn import xavier_init
+from .box_coder import decode_boxes
+from .head import build_yolact_head
+from .losses import YolactLoss
+from .maskiou import MaskIoUNet
+from .postprocessing import detect, detections_to_instances
+from .priors import YolactPriorGenerator
+from .protonet import build_protonet
+
+__all__ = ["Yolact"]
+
+
+@META_ARCH_REGISTRY.register()
+class Yolact(nn.Module):
+    """
+    YOLACT (Bolya et al., ICCV 2019) and YOLACT++: a one-stage detector whose head also predicts
+    k mask coefficients per prior, combined with the protonet's k prototypes into instance masks.
+
+    Inputs follow Detectron2's contract (a list of dicts with "image" (C, H, W) in
+    ``INPUT.FORMAT``, optional "height"/"width", and "instances" when training). Any image is
+    resized to S x S ignoring the aspect ratio (bilinear, no antialiasing) inside the model, as the
+    reference's pre-processing; results are returned at the original ("height", "width") size
+    with full-image ``pred_masks``.
+    """
+
+    @configurable
+    def __init__(
+        self,
+        *,
+        backbone: Backbone,
+        head: nn.Module,
+        protonet: nn.Module,
+        prior_generator: YolactPriorGenerator,
+        loss: Optional[YolactLoss],
+        head_in_features: List[str],
+        protonet_in_feature: str,
+        input_size: int,
+        pixel_mean,
+        pixel_std,
+        input_format: str = "RGB",
+        num_classes: int = 80,
+        box_variances=(0.1, 0.2),
+        semantic_seg_conv: Optional[nn.Module] = None,
+        maskiou_net: Optional[nn.Module] = None,
+        nms_type: str = "fast",
+        score_threshold: float = 0.05,
+        top_k: int = 200,
+        nms_threshold: float = 0.5,
+        max_detections_per_image: int = 100,
+        mask_threshold: float = 0.5,
+        crop_masks: bool = True,
+        rescore_mask: bool = True,
+        rescore_box: bool = False,
+        fast_cpu_inference: bool = False,
+    ):
+        """
+        NOTE: this interface is experimental.
+
+        Args:
+            backbone (Backbone): produces the FPN levels (e.g. :class:`YolactFPN`).
+            head (nn.Module): prediction head (see :class:`YolactHead`).
+            protonet (nn.Module): prototype network.
+            prior_generator (YolactPriorGenerator): priors of all levels.
+            loss (YolactLoss or None): training criterion (None for inference-only models).
+            head_in_features (list[str]): FPN levels for the head, e.g. ["p3", ..., "p7"].
+            protonet_in_feature (str): FPN level for the protonet ("p3").
+            input_size (int): S.
+            pixel_mean, pixel_std (tuple[float]): normalisation, in ``input_format`` order.
+            input_format (str): "RGB" or "BGR", the channel order of the input images.
+            num_classes (int): foreground classes.
+            box_variances (tuple[float, float]): SSD variances.
+            semantic_seg_conv (nn.Module or None): 1x1 conv on P3 for the training-only
+                semantic-segmentation loss.
+            maskiou_net (nn.Module or None): YOLACT++ mask re-scoring network.
+            nms_type (str): "fast", "cross_class" or "traditional".
+            score_threshold, top_k, nms_threshold, max_detections_per_image: see
+                ``MODEL.YOLACT.TEST``.
+            mask_threshold (float): binarisation threshold of the final masks.
+            crop_masks (bool): crop masks by their predicted boxes.
+            rescore_mask, rescore_box (bool): YOLACT++ score re-weighting.
+            fast_cpu_inference (bool): bf16 autocast + channels_last for CPU inference.
+        """
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+        self.protonet = protonet
+        self.prior_generator = prior_generator
+        self.loss = loss
+        self.semantic_seg_conv = semantic_seg_conv
+        self.maskiou_net = maskiou_net
+        self.head_in_features = list(head_in_features)
+        self.protonet_in_feature = protonet_in_feature
+        self.input_size = int(input_size)
+        self.input_format = input_format
+        self.num_classes = num_classes
+        self.box_variances = tuple(box_variances)
+        if nms_type not in NMS_FUNCTIONS:
+            raise ValueError(
+                f"MODEL.YOLACT.TEST.NMS_TYPE must be one of {sorted(NMS_FUNCTIONS)}, got {nms_type!r}"
+            )
+        self.nms_type = nms_type
+        self.score_threshold = score_threshold
+        self.top_k = top_k
+        self.nms_threshold = nms_threshold
+        self.max_detections_per_image = max_detections_per_image
+        self.mask_threshold = mask_threshold
+        self.crop_masks = crop_masks
+        self.rescore_mask = rescore_mask
+        self.rescore_box = rescore_box
+        self.fast_cpu_inference = fast_cpu_inference
+        self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
+        self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
+
+    @classmethod
+    def from_config(cls, cfg):
+        y = cfg.MODEL.YOLACT
+        backbone = build_backbone(cfg)
+        shapes = backbone.output_shape()
+        missing = [f for f in y.IN_FEATURES if f not in shapes]
+        if missing:
+            raise ValueError(
+                f"MODEL.YOLACT.IN_FEATURES {missing} are not produced by the backbone "
+                f"(it has {sorted(shapes)})"
+            )
+        prior_generator = YolactPriorGenerator(cfg)
+        head = build_yolact_head(
+            cfg, [shapes[f] for f in y.IN_FEATURES], prior_generator.num_priors_per_location
+        )
+        protonet = build_protonet(cfg, shapes[y.PROTONET.IN_FEATURE])
+        semantic_seg_conv = None
+        if y.LOSS.SEMANTIC_SEG_WEIGHT > 0:
+            semantic_seg_conv = nn.Conv2d(shapes[y.PROTONET.IN_FEATURE].channels, y.NUM_CLASSES, 1)
+            xavier_init(semantic_seg_conv)
+        return {
+            "backbone": backbone,
+            "head": head,
+            "protonet": protonet,
+            "prior_generator": prior_generator,
+            "loss": YolactLoss(cfg),
+            "head_in_features": y.IN_FEATURES,
+            "protonet_in_feature": y.PROTONET.IN_FEATURE,
+            "input_size": y.INPUT_SIZE,
+            "pixel_mean": cfg.MODEL.PIXEL_MEAN,
+            "pixel_std": cfg.MODEL.PIXEL_STD,
+            "input_format": cfg.INPUT.FORMAT,
+            "num_classes": y.NUM_CLASSES,
+            "box_variances": y.BOX_VARIANCES,
+            "semantic_seg_conv": semantic_seg_conv,
+            "maskiou_net": MaskIoUNet(y.NUM_CLASSES) if y.MASKIOU.ENABLED else None,
+            "nms_type": y.TEST.NMS_TYPE,
+            "score_threshold": y.TEST.SCORE_THRESH,
+            "top_k": y.TEST.TOP_K,
+            "nms_threshold": y.TEST.NMS_THRESH,
+            "max_detections_per_image": y.TEST.DETECTIONS_PER_IMAGE,
+            "mask_threshold": y.TEST.MASK_THRESH,
+            "crop_masks": y.TEST.CROP_MASKS,
+            "rescore_mask": y.MASKIOU.RESCORE_MASK,
+            "rescore_box": y.MASKIOU.RESCORE_BOX,
+            "fast_cpu_inference": y.FAST_CPU_INFERENCE,
+        }
+
+    @property
+    def device(self) -> torch.device:
+        return self.pixel_mean.device
+
+    # ------------------------------------------------------------------------------------------
+    def preprocess_image(self, batched_inputs: List[Dict]) -> torch.Tensor:
+        """
+        Resizes every image to S x S (bilinear, align_corners=False, no antialiasing) and
+        normalises it, as the reference's ``FastBaseTransform``.
+
+        Returns:
+            Tensor: (N, 3, S, S) float32.
+        """
+        size = (self.input_size, self.input_size)
+        images = []
+        for x in batched_inputs:
+            image = x["image"].to(self.device, non_blocking=True).float()
+            if tuple(image.shape[-2:]) != size:
+                image = F.interpolate(image[None], size, mode="bilinear", align_corners=False)[0]
+            images.append(image)
+        return (torch.stack(images) - self.pixel_mean) / self.pixel_std
+
+    def _autocast(self):
+        if self.fast_cpu_inference and not self.training and self.device.type == "cpu":
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+        """
+        Runs the network on normalised S x S images.
+
+        Args:
+            images (Tensor): (N, 3, S, S).
+
+        Returns:
+            dict with "features" (dict of FPN maps), "class_logits" (N, R, C + 1),
+            "box_deltas" (N, R, 4), "coefficients" (N, R, k), "prototypes" (N, k, h, w),
+            "priors" (R, 4).
+        """
+        if self.fast_cpu_inference and not self.training and images.device.type == "cpu":
+            images = images.contiguous(memory_format=torch.channels_last)
+        with self._autocast():
+            features = self.backbone(images)
+            head_features = [features[f] for f in self.head_in_features]
+            class_logits, box_deltas, coefficients = self.head(head_features)
+            prototypes = self.protonet(features[self.protonet_in_feature])
+        priors = self.prior_generator([f.shape[-2:] for f in head_features], images.device)
+        return {
+            "features": features,
+            "class_logits": class_logits.float(),
+            "box_deltas": box_deltas.float(),
+            "coefficients": coefficients.float(),
+            "prototypes": prototypes.float(),
+            "priors": priors,
+        }
+
+    def forward(self, batched_inputs: List[Dict]):
+        """
+        Args:
+            batched_inputs (list[dict]): Detectron2 model inputs; in training each dict has
+                "instances" (gt_boxes in pixels of the S x S image, gt_classes, gt_masks) and
+                optionally "crowd_boxes" (M, 4) pixel XYXY boxes of crowd regions.
+
+        Returns:
+            dict[str, Tensor] of losses in training; otherwise list[dict] with "instances".
+        """
+        images = self.preprocess_image(batched_inputs)
+        outputs = self.predict(images)
+        if self.training:
+            if self.loss is None:
+                raise RuntimeError("this Yolact was built without a loss and cannot train")
+            gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+            crowd_boxes = [
+                x.get("crowd_boxes", torch.zeros((0, 4))).to(self.device) for x in batched_inputs
+            ]
+            return self.loss(
+                outputs,
+                gt_instances,
+                crowd_boxes,
+                semantic_seg_conv=self.semantic_seg_conv,
+                maskiou_net=self.maskiou_net,
+            )
+        image_sizes = [
+            (x.get("height", x["image"].shape[-2]), x.get("width", x["image"].shape[-1]))
+            for x in batched_inputs
+        ]
+        return [{"instances": r} for r in self.inference(outputs, image_sizes)]
+
+    def inference(self, outputs: Dict[str, torch.Tensor], image_sizes) -> List[Instances]:
+        """
+        Args:
+            outputs (dict): from :meth:`predict`.
+            image_sizes (list[tuple[int, int]]): original (H, W) of each image.
+
+        Returns:
+            list[Instances]: one per image, at its original size.
+        """
+        boxes = decode_boxes(outputs["box_deltas"], outputs["priors"], self.box_variances)
+        nms = NMS_FUNCTIONS[self.nms_type]
+        nms_kwargs = {
+            "iou_threshold": self.nms_threshold,
+            "top_k": self.top_k,
+            "max_num_detections": self.max_detections_per_image,
+        }
+        if self.nms_type == "traditional":
+            nms_kwargs.update(score_threshold=self.score_threshold, input_size=self.input_size)
+        elif self.nms_type == "cross_class":
+            nms_kwargs["max_num_detections"] = -1
+        results = []
+        for i, image_size in enumerate(image_sizes):
+            detections = detect(
+                outputs["class_logits"][i], boxes[i], nms, self.score_threshold, **nms_kwargs
+            )
+            results.append(
+                detections_to_instances(
+                    detections,
+                    boxes[i],
+                    outputs["coefficients"][i],
+                    outputs["prototypes"][i],
+                    (int(image_size[0]), int(image_size[1])),
+                    mask_threshold=self.mask_threshold,
+                    crop=self.crop_masks,
+                    maskiou_net=self.maskiou_net,
+                    rescore_mask=self.rescore_mask,
+                    rescore_box=self.rescore_box,
+                )
+            )
+        return results
