@@ -1,0 +1,138 @@
+# Copyright (c) yolact_d2 contributors.
+import pytest
+import torch
+
+from yolact_d2.layers import cross_class_fast_nms, fast_nms, traditional_nms
+
+
+def random_candidates(n, c, seed):
+    g = torch.Generator().manual_seed(seed)
+    xy = torch.rand(n, 2, generator=g) * 0.8
+    wh = torch.rand(n, 2, generator=g) * 0.3 + 0.02
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    # Distinct scores so that orderings are unambiguous.
+    scores = torch.randperm(c * n, generator=g).float().view(c, n) / (c * n)
+    return boxes, scores
+
+
+def iou(a, b):
+    iw = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    ih = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = iw * ih
+    area = lambda r: (r[2] - r[0]) * (r[3] - r[1])  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def brute_force_fast_nms(boxes, scores, thresh, top_k, max_det):
+    """Fast NMS spelled out with loops: suppressed boxes still suppress."""
+    kept = []
+    b = boxes.tolist()
+    for c in range(scores.shape[0]):
+        order = sorted(range(scores.shape[1]), key=lambda i: -scores[c, i].item())[:top_k]
+        for pos, i in enumerate(order):
+            worst = max([iou(b[i], b[j]) for j in order[:pos]], default=0.0)
+            if worst <= thresh:
+                kept.append((scores[c, i].item(), c, i))
+    kept.sort(key=lambda t: -t[0])
+    return kept[:max_det]
+
+
+def brute_force_greedy(boxes, scores, thresh, score_thresh, size, max_det):
+    kept = []
+    b = (boxes * size).tolist()
+
+    def iou_plus_one(a, r):
+        iw = max(0.0, min(a[2], r[2]) - max(a[0], r[0]) + 1)
+        ih = max(0.0, min(a[3], r[3]) - max(a[1], r[1]) + 1)
+        area = lambda q: (q[2] - q[0] + 1) * (q[3] - q[1] + 1)  # noqa: E731
+        return iw * ih / (area(a) + area(r) - iw * ih)
+
+    for c in range(scores.shape[0]):
+        order = [i for i in range(scores.shape[1]) if scores[c, i] > score_thresh]
+        order.sort(key=lambda i: -scores[c, i].item())
+        chosen = []
+        for i in order:
+            if all(iou_plus_one(b[i], b[j]) < thresh for j in chosen):
+                chosen.append(i)
+        kept += [(scores[c, i].item(), c, i) for i in chosen]
+    kept.sort(key=lambda t: -t[0])
+    return kept[:max_det]
+
+
+def as_tuples(result):
+    scores, classes, idx = result
+    return [(s, int(c), int(i)) for s, c, i in zip(scores.tolist(), classes, idx)]
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_fast_nms_matches_brute_force(seed):
+    boxes, scores = random_candidates(60, 4, seed)
+    got = as_tuples(fast_nms(boxes, scores, 0.5, top_k=25, max_num_detections=30))
+    assert got == brute_force_fast_nms(boxes, scores, 0.5, 25, 30)
+
+
+def test_fast_nms_differs_from_greedy_when_a_suppressed_box_suppresses():
+    # A > B > C in score; IoU(A,B) > t, IoU(B,C) > t, IoU(A,C) < t.
+    boxes = torch.tensor([[0.0, 0, 1, 1], [0.3, 0, 1.3, 1], [0.6, 0, 1.6, 1]])
+    scores = torch.tensor([[0.9, 0.8, 0.7]])
+    _, _, idx = fast_nms(boxes, scores, 0.4, 200, 100)
+    assert idx.tolist() == [0]  # greedy NMS would keep box 2 as well
+    _, _, idx = traditional_nms(boxes, scores, 0.4, input_size=100)
+    assert sorted(idx.tolist()) == [0, 2]
+
+
+def test_fast_nms_keeps_iou_equal_to_threshold_and_has_no_second_threshold():
+    boxes = torch.tensor([[0.0, 0, 2, 1], [1.0, 0, 3, 1]])  # IoU = 1/3
+    scores = torch.tensor([[0.9, 0.001]])
+    s, c, i = fast_nms(boxes, scores, 1 / 3, 200, 100)
+    assert i.tolist() == [0, 1] and s[1].item() == pytest.approx(0.001)
+
+
+def test_fast_nms_empty_and_op_registration():
+    s, c, i = fast_nms(torch.zeros(0, 4), torch.zeros(80, 0), 0.5, 200, 100)
+    assert s.shape == c.shape == i.shape == (0,)
+    boxes, scores = random_candidates(30, 3, 0)
+    torch.library.opcheck(torch.ops.yolact_d2.fast_nms.default, (boxes, scores, 0.5, 10, 20))
+
+
+def test_fast_nms_exports():
+    class Wrapper(torch.nn.Module):
+        def forward(self, boxes, scores):
+            return torch.ops.yolact_d2.fast_nms(boxes, scores, 0.5, 10, 20)
+
+    boxes, scores = random_candidates(30, 3, 1)
+    exported = torch.export.export(Wrapper(), (boxes, scores))
+    out = exported.module()(boxes, scores)
+    ref = fast_nms(boxes, scores, 0.5, 10, 20)
+    for a, b in zip(out, ref):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_cross_class_matches_brute_force(seed):
+    boxes, scores = random_candidates(50, 3, seed)
+    best, cls = scores.max(0)
+    order = sorted(range(50), key=lambda i: -best[i].item())[:20]
+    b = boxes.tolist()
+    expected = [
+        (best[i].item(), int(cls[i]), i)
+        for pos, i in enumerate(order)
+        if max([iou(b[i], b[j]) for j in order[:pos]], default=0.0) <= 0.5
+    ]
+    assert as_tuples(cross_class_fast_nms(boxes, scores, 0.5, top_k=20)) == expected
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_traditional_matches_brute_force(seed):
+    boxes, scores = random_candidates(40, 3, seed)
+    got = as_tuples(traditional_nms(boxes, scores, 0.5, max_num_detections=25, score_threshold=0.3))
+    assert got == brute_force_greedy(boxes, scores, 0.5, 0.3, 550, 25)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fast_nms_cuda_matches_cpu():
+    boxes, scores = random_candidates(200, 10, 3)
+    cpu = fast_nms(boxes, scores, 0.5, 100, 100)
+    gpu = fast_nms(boxes.cuda(), scores.cuda(), 0.5, 100, 100)
+    for a, b in zip(cpu, gpu):
+        assert torch.equal(a, b.cpu())
