@@ -150,8 +150,8 @@ def semantic_seg_loss(
     for image_logits, masks, classes in zip(logits, gt_masks, gt_classes):
         target = torch.zeros_like(image_logits)
         down = downsample_gt_masks(masks, (h, w))
-        if len(classes):
-            target.index_reduce_(0, classes, down.to(target.dtype), "amax", include_self=True)
+        for c in classes.unique():
+            target[c] = down[classes == c].amax(dim=0)
         total = total + F.binary_cross_entropy_with_logits(image_logits, target, reduction="sum")
     return total / (h * w)
 

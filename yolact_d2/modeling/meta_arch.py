@@ -142,6 +142,11 @@ class Yolact(nn.Module):
             cfg, [shapes[f] for f in y.IN_FEATURES], prior_generator.num_priors_per_location
         )
         protonet = build_protonet(cfg, shapes[y.PROTONET.IN_FEATURE])
+        if y.MASKIOU.ENABLED and y.INPUT_SIZE < 252:
+            raise ValueError(
+                "MODEL.YOLACT.MASKIOU.ENABLED needs MODEL.YOLACT.INPUT_SIZE >= 252 (the mask-IoU "
+                f"net's five stride-2 convs need 63+ pixel prototypes); got {y.INPUT_SIZE}"
+            )
         semantic_seg_conv = None
         if y.LOSS.SEMANTIC_SEG_WEIGHT > 0:
             semantic_seg_conv = nn.Conv2d(shapes[y.PROTONET.IN_FEATURE].channels, y.NUM_CLASSES, 1)
