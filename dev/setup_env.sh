@@ -9,8 +9,15 @@ command -v "$PYTHON" >/dev/null 2>&1 || PYTHON=python3
 cd "$ROOT"
 
 if [ ! -x .venv/bin/python ]; then
-  echo "[setup] creating .venv with $PYTHON"
-  "$PYTHON" -m venv .venv
+  # A Detectron2 the user already has (e.g. built from source with CUDA) is kept: the venv then
+  # sees the base interpreter's packages, so that Detectron2 and its torch are used as they are.
+  if "$PYTHON" -c "import detectron2" 2>/dev/null; then
+    echo "[setup] keeping the Detectron2 of $PYTHON (venv with --system-site-packages)"
+    "$PYTHON" -m venv --system-site-packages .venv
+  else
+    echo "[setup] creating .venv with $PYTHON"
+    "$PYTHON" -m venv .venv
+  fi
 fi
 VPY="$ROOT/.venv/bin/python"
 pipq() { "$VPY" -m pip install -q --disable-pip-version-check "$@"; }

@@ -1,0 +1,34 @@
+# Copyright (c) yolact_d2 contributors.
+"""
+Data: YOLACT's augmentation, its dataset mapper and dataset registration.
+
+Importing this package registers ``tiny_coco_{train,val}``, ``yolact_synthetic_{train,val}``
+and any missing ``coco_2017_{train,val}`` (lazily: nothing is read or generated at import).
+"""
+
+from . import datasets, synthetic  # registration
+from .augmentation import (
+    BilinearResizeTransform,
+    Expand,
+    ExpandTransform,
+    PhotometricDistort,
+    PhotometricDistortTransform,
+    RandomSampleCrop,
+    SquareResize,
+    YolactAugInput,
+    annotations_kept_by_crops,
+    build_yolact_augmentation,
+    centres_inside,
+)
+from .dataset_mapper import BadDataCounter, YolactDatasetMapper
+from .datasets import register_coco_2017, register_tiny_coco, tiny_coco_root
+from .synthetic import (
+    SYNTHETIC_CLASSES,
+    SyntheticSpec,
+    ensure_synthetic_split,
+    register_all_synthetic,
+    register_synthetic_split,
+    render_synthetic_image,
+    synthetic_root,
+    write_synthetic_split,
+)
