@@ -123,8 +123,13 @@ def add_yolact_config(cfg):
     # ---------------------------------------------------------------------------------------
     # Speed options
     # ---------------------------------------------------------------------------------------
-    # Inference on CPU under bf16 autocast with channels_last activations (the fast CPU path).
+    # The fast CPU inference path: BatchNorm folded into the convs (on a private copy of the
+    # network), channels_last activations and autocast to FAST_CPU_DTYPE.
     _C.MODEL.YOLACT.FAST_CPU_INFERENCE = False
+    # Autocast dtype of the fast CPU path: "bfloat16", "float32" (BatchNorm folding and
+    # channels_last only) or "auto" (bfloat16 where the CPU has AMX tiles; without them
+    # oneDNN's bf16 convs are slower than its fp32 ones).
+    _C.MODEL.YOLACT.FAST_CPU_DTYPE = "auto"
     # Training under bf16 autocast on CPU (SOLVER.AMP.ENABLED covers CUDA).
     _C.SOLVER.BF16_CPU = False
 
@@ -140,5 +145,14 @@ def add_yolact_config(cfg):
     _C.INPUT.YOLACT.EXPAND_MAX_RATIO = 4.0
     _C.INPUT.YOLACT.RANDOM_SAMPLE_CROP = True
     _C.INPUT.YOLACT.MIRROR = True
-    # LR warm-up in the reference starts from this factor of the base LR (1e-4 / 1e-3).
-    _C.SOLVER.YOLACT_WARMUP_START_FACTOR = 0.1
+
+    # ---------------------------------------------------------------------------------------
+    # Training engine (yolact_d2.engine)
+    # ---------------------------------------------------------------------------------------
+    # The reference's --autoscale: if SOLVER.IMS_PER_BATCH = b != 8, BASE_LR *= b / 8 and
+    # MAX_ITER, STEPS //= b / 8 (warm-up unchanged). Alternative to REFERENCE_WORLD_SIZE.
+    _C.SOLVER.YOLACT_AUTOSCALE = False
+    # DistributedDataParallel(find_unused_parameters=...). Every loss reaches every trainable
+    # parameter (the mask-IoU loss keeps a zero-weighted path when no mask qualifies), so this
+    # is off; turn it on for custom heads whose parameters may go unused in an iteration.
+    _C.SOLVER.YOLACT_DDP_FIND_UNUSED_PARAMETERS = False

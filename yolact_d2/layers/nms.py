@@ -13,11 +13,74 @@ All three take the candidates of one image after the reference's score pre-filte
 from typing import Tuple
 import torch
 
-from .box_ops import box_iou
-
-__all__ = ["fast_nms", "cross_class_fast_nms", "traditional_nms", "NMS_FUNCTIONS"]
+__all__ = [
+    "fast_nms",
+    "cross_class_fast_nms",
+    "traditional_nms",
+    "NMS_FUNCTIONS",
+    "sorted_top_k",
+    "max_iou_with_higher_scored",
+]
 
 _Result = Tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+
+# Classes whose IoU matrices are computed together by max_iou_with_higher_scored: 16 classes
+# of 200 boxes keep each temporary at 2.5 MB, inside the L2 cache.
+_IOU_CLASS_CHUNK = 16
+
+
+def sorted_top_k(scores: torch.Tensor, k: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """
+    Exactly ``scores.sort(dim=1, descending=True)`` truncated to ``k`` columns, but with
+    ``topk`` (a partial selection, ~10x cheaper for k = 200 of 19248) whenever that cannot
+    differ: ``topk`` may order equal scores differently from ``sort``, so rows are sorted
+    in full when the k + 1 best scores of any row contain a tie or a NaN.
+
+    Args:
+        scores (Tensor): (C, N).
+        k (int): columns to keep.
+
+    Returns:
+        (Tensor, Tensor): (C, min(k, N)) sorted scores and their column indices.
+    """
+    num = scores.shape[1]
+    if scores.device.type == "cpu" and k + 1 < num:
+        values, indices = scores.topk(k + 1, dim=1, largest=True, sorted=True)
+        ambiguous = (values[:, 1:] == values[:, :-1]).any() or values.isnan().any()
+        if not ambiguous:
+            return values[:, :k], indices[:, :k].contiguous()
+    values, indices = scores.sort(dim=1, descending=True)
+    return values[:, :k], indices[:, :k].contiguous()
+
+
+def max_iou_with_higher_scored(boxes: torch.Tensor) -> torch.Tensor:
+    """
+    For every box, its largest IoU with an earlier (higher-scored) box of the same class:
+    exactly ``box_iou(boxes, boxes).triu_(diagonal=1).max(dim=1).values``, with the same
+    floating-point operations per pair, but computed a few classes at a time with in-place
+    temporaries so that they stay in cache.
+
+    Args:
+        boxes (Tensor): (C, n, 4) XYXY boxes of each class, best first.
+
+    Returns:
+        Tensor: (C, n), 0 for the first box of every class.
+    """
+    return torch.cat([_max_iou_chunk(chunk) for chunk in boxes.split(_IOU_CLASS_CHUNK)])
+
+
+def _max_iou_chunk(boxes: torch.Tensor) -> torch.Tensor:
+    x1, y1, x2, y2 = (coord.contiguous() for coord in boxes.unbind(dim=-1))  # (c, n) each
+    area = (x2 - x1) * (y2 - y1)
+    inter = _overlap(x1, x2).mul_(_overlap(y1, y2))
+    union = (area[:, :, None] + area[:, None, :]).sub_(inter)
+    return inter.div_(union).triu_(diagonal=1).max(dim=1).values
+
+
+def _overlap(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+    """(c, n) interval bounds -> (c, n, n) clamped pairwise overlap lengths."""
+    upper = torch.minimum(high[:, :, None], high[:, None, :])
+    return upper.sub_(torch.maximum(low[:, :, None], low[:, None, :])).clamp_(min=0)
 
 
 @torch.library.custom_op("yolact_d2::fast_nms", mutates_args=())
@@ -34,15 +97,11 @@ def _fast_nms_op(
         idx = torch.zeros((0,), dtype=torch.int64, device=scores.device)
         return empty, idx, idx.clone()
     # Top-k candidates of every class, highest score first.
-    scores, order = scores.sort(dim=1, descending=True)
-    order = order[:, :top_k].contiguous()
-    scores = scores[:, :top_k]
+    scores, order = sorted_top_k(scores, top_k)
     class_boxes = boxes[order]  # (C, n, 4)
-    iou = box_iou(class_boxes, class_boxes).triu_(diagonal=1)
     # Column max: for each box, its largest IoU with any higher-scored box of the same class,
     # whether or not that box is itself suppressed (this is what makes it "fast").
-    iou_max = iou.max(dim=1).values
-    keep = iou_max <= iou_threshold
+    keep = max_iou_with_higher_scored(class_boxes) <= iou_threshold
     classes = torch.arange(num_classes, device=scores.device)[:, None].expand_as(keep)
     kept_scores, kept_classes, kept_order = scores[keep], classes[keep], order[keep]
     kept_scores, rank = kept_scores.sort(dim=0, descending=True)
@@ -106,10 +165,11 @@ def cross_class_fast_nms(
     Args and returns: as :func:`fast_nms`.
     """
     best_scores, best_classes = scores.max(dim=0)
-    order = best_scores.sort(dim=0, descending=True).indices[:top_k]
-    candidate_boxes = boxes[order]
-    iou = box_iou(candidate_boxes, candidate_boxes).triu_(diagonal=1)
-    keep = iou.max(dim=0).values <= iou_threshold if len(order) else order.new_zeros((0,)).bool()
+    order = sorted_top_k(best_scores[None], top_k)[1][0]
+    if len(order):
+        keep = max_iou_with_higher_scored(boxes[order][None])[0] <= iou_threshold
+    else:
+        keep = order.new_zeros((0,), dtype=torch.bool)
     kept = order[keep]
     if max_num_detections >= 0:
         kept = kept[:max_num_detections]

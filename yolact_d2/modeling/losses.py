@@ -125,11 +125,16 @@ def mask_loss_one_image(
     if num_pos > max_masks:
         selected = torch.randperm(num_pos, device=coefficients.device)[:max_masks]
     boxes = gt_boxes[selected]
-    pred = crop_masks(assemble_masks(prototypes, coefficients[selected]), boxes)
-    bce = F.binary_cross_entropy(pred.clamp(0, 1), gt_masks[selected], reduction="none")
+    pred = crop_masks(assemble_masks(prototypes.float(), coefficients[selected].float()), boxes)
+    # BCE on probabilities is not autocast-safe, and raises on NaN: compute it in float32 on
+    # finite values, and let a non-finite prediction make the loss non-finite (a skipped step).
+    with torch.autocast(pred.device.type, enabled=False):
+        bce = F.binary_cross_entropy(
+            pred.float().clamp(0, 1).nan_to_num(0.5), gt_masks[selected].float(), reduction="none"
+        )
     h, w = prototypes.shape[-2:]
     box_area = ((boxes[:, 2] - boxes[:, 0]) * w) * ((boxes[:, 3] - boxes[:, 1]) * h)
-    loss = (bce.sum(dim=(1, 2)) / box_area).sum() * (num_pos / len(selected))
+    loss = (bce.sum(dim=(1, 2)) / box_area).sum() * (num_pos / len(selected)) + pred.sum() * 0
     return {"loss": loss, "pred_masks": pred, "selected": selected}
 
 
@@ -314,7 +319,9 @@ class YolactLoss(nn.Module):
                 predicted = predicted.gather(1, torch.cat(maskiou_classes)[:, None]).squeeze(1)
                 loss_i = F.smooth_l1_loss(predicted, torch.cat(maskiou_targets), reduction="sum")
             else:
-                loss_i = logits.new_zeros(())
+                # No mask is large enough: a zero that still reaches every parameter, so that
+                # DistributedDataParallel sees them all used.
+                loss_i = sum(p.sum() for p in maskiou_net.parameters()) * 0
             losses["loss_maskiou"] = loss_i * self.maskiou_weight / normalizer
         try:
             get_event_storage().put_scalar("num_pos_priors", total_pos / len(gt_instances))

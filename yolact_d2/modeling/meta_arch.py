@@ -15,6 +15,7 @@ from yolact_d2.layers import NMS_FUNCTIONS
 
 from .backbone.fpn import xavier_init
 from .box_coder import decode_boxes
+from .fast_cpu import InferenceCopy, resolve_fast_cpu_dtype
 from .head import build_yolact_head
 from .losses import YolactLoss
 from .maskiou import MaskIoUNet
@@ -67,6 +68,7 @@ class Yolact(nn.Module):
         rescore_mask: bool = True,
         rescore_box: bool = False,
         fast_cpu_inference: bool = False,
+        fast_cpu_dtype: str = "auto",
     ):
         """
         NOTE: this interface is experimental.
@@ -93,7 +95,10 @@ class Yolact(nn.Module):
             mask_threshold (float): binarisation threshold of the final masks.
             crop_masks (bool): crop masks by their predicted boxes.
             rescore_mask, rescore_box (bool): YOLACT++ score re-weighting.
-            fast_cpu_inference (bool): bf16 autocast + channels_last for CPU inference.
+            fast_cpu_inference (bool): the fast CPU inference path: BatchNorm folded into the
+                convs, channels_last activations, and autocast to ``fast_cpu_dtype``.
+            fast_cpu_dtype (str): "bfloat16", "float32" (no autocast) or "auto" (bfloat16
+                where the CPU has AMX, else float32).
         """
         super().__init__()
         self.backbone = backbone
@@ -123,6 +128,8 @@ class Yolact(nn.Module):
         self.rescore_mask = rescore_mask
         self.rescore_box = rescore_box
         self.fast_cpu_inference = fast_cpu_inference
+        self.fast_cpu_dtype = resolve_fast_cpu_dtype(fast_cpu_dtype)
+        self._inference_copy = InferenceCopy()
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -177,6 +184,7 @@ class Yolact(nn.Module):
             "rescore_mask": y.MASKIOU.RESCORE_MASK,
             "rescore_box": y.MASKIOU.RESCORE_BOX,
             "fast_cpu_inference": y.FAST_CPU_INFERENCE,
+            "fast_cpu_dtype": y.FAST_CPU_DTYPE,
         }
 
     @property
@@ -201,10 +209,23 @@ class Yolact(nn.Module):
             images.append(image)
         return (torch.stack(images) - self.pixel_mean) / self.pixel_std
 
-    def _autocast(self):
-        if self.fast_cpu_inference and not self.training and self.device.type == "cpu":
-            return torch.autocast("cpu", dtype=torch.bfloat16)
+    def _fast_cpu_path(self, images: torch.Tensor) -> bool:
+        return self.fast_cpu_inference and not self.training and images.device.type == "cpu"
+
+    def _autocast(self, images: torch.Tensor):
+        if self._fast_cpu_path(images) and self.fast_cpu_dtype is not None:
+            return torch.autocast("cpu", dtype=self.fast_cpu_dtype)
         return contextlib.nullcontext()
+
+    def network_modules(self, images: torch.Tensor):
+        """
+        The (backbone, head, protonet) that :meth:`predict` runs on ``images``: the model's own,
+        or on the fast CPU path inference copies with BatchNorm folded into the convs and
+        channels_last weights (rebuilt automatically when the weights change).
+        """
+        if self._fast_cpu_path(images):
+            return self._inference_copy.get(self.backbone, self.head, self.protonet)
+        return self.backbone, self.head, self.protonet
 
     def predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """
@@ -218,20 +239,21 @@ class Yolact(nn.Module):
             "box_deltas" (N, R, 4), "coefficients" (N, R, k), "prototypes" (N, k, h, w),
             "priors" (R, 4).
         """
-        if self.fast_cpu_inference and not self.training and images.device.type == "cpu":
+        backbone, head, protonet = self.network_modules(images)
+        if self._fast_cpu_path(images):
             images = images.contiguous(memory_format=torch.channels_last)
-        with self._autocast():
-            features = self.backbone(images)
+        with self._autocast(images):
+            features = backbone(images)
             head_features = [features[f] for f in self.head_in_features]
-            class_logits, box_deltas, coefficients = self.head(head_features)
-            prototypes = self.protonet(features[self.protonet_in_feature])
+            class_logits, box_deltas, coefficients = head(head_features)
+            prototypes = protonet(features[self.protonet_in_feature])
         priors = self.prior_generator([f.shape[-2:] for f in head_features], images.device)
         return {
             "features": features,
             "class_logits": class_logits.float(),
             "box_deltas": box_deltas.float(),
             "coefficients": coefficients.float(),
-            "prototypes": prototypes.float(),
+            "prototypes": prototypes.float().contiguous(),
             "priors": priors,
         }
 

@@ -1,0 +1,568 @@
+# Copyright (c) yolact_d2 contributors.
+"""Training engine, checkpointer and train_net.py, on tiny configs (R-18, 128 x 128, CPU)."""
+
+import importlib.util
+import json
+import numpy as np
+import os
+import pickle
+import tempfile
+import unittest
+import warnings
+from unittest import mock
+import torch
+import torchvision
+from torch import nn
+
+from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data.datasets import register_coco_instances
+from detectron2.engine import HookBase, default_argument_parser, launch
+from detectron2.modeling import build_model
+from detectron2.structures import Boxes, Instances
+from detectron2.utils import comm
+from detectron2.utils.events import EventStorage
+
+import yolact_d2.data  # noqa: F401  (registers tiny_coco)
+from yolact_d2.checkpoint.checkpointer import (
+    CLASS_DEPENDENT_LAYERS,
+    YolactCheckpointer,
+    convert_torchvision_resnet_names,
+)
+from yolact_d2.evaluation import YolactCOCOEvaluator
+from yolact_d2.engine import (
+    YolactAMPTrainer,
+    YolactSimpleTrainer,
+    YolactTrainer,
+    apply_yolact_autoscale,
+)
+
+from common import REPO_ROOT, get_config
+
+CKPT_LOGGER = "fvcore.common.checkpoint"
+ENGINE_LOGGER = "yolact_d2.engine.trainer"
+EVAL_SUBSET = "tiny_coco_val_first4"
+
+# R-18 (basic blocks) at 128 x 128, batch 2 (1 per process with 2 processes), no evaluation.
+TINY_OPTS = [
+    "MODEL.RESNETS.DEPTH", 18,
+    "MODEL.RESNETS.RES2_OUT_CHANNELS", 64,
+    "MODEL.YOLACT.INPUT_SIZE", 128,
+    "DATASETS.TRAIN", ("tiny_coco_train",),
+    "DATASETS.TEST", (),
+    "DATALOADER.NUM_WORKERS", 0,
+    "SOLVER.IMS_PER_BATCH", 2,
+    "SOLVER.MAX_ITER", 3,
+    "SOLVER.CHECKPOINT_PERIOD", 100,
+    "SEED", 0,
+]  # fmt: skip
+
+
+def tiny_cfg(output_dir: str = "", opts=()):
+    cfg = get_config("yolact_R_50_FPN_550.yaml", TINY_OPTS + list(opts))
+    cfg.OUTPUT_DIR = output_dir
+    return cfg
+
+
+def train(cfg, resume=False, hooks=()):
+    trainer = YolactTrainer(cfg)
+    trainer.register_hooks(list(hooks))
+    trainer.resume_or_load(resume=resume)
+    trainer.train()
+    return trainer
+
+
+def lr_schedule(cfg):
+    """The learning rate of every iteration under YolactTrainer's scheduler."""
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=cfg.SOLVER.BASE_LR)
+    scheduler = YolactTrainer.build_lr_scheduler(cfg, optimizer)
+    lrs = []
+    for _ in range(cfg.SOLVER.MAX_ITER):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    return lrs
+
+
+def load_train_net():
+    spec = importlib.util.spec_from_file_location(
+        "train_net", os.path.join(REPO_ROOT, "train_net.py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def register_eval_subset():
+    """The first 4 images of tiny_coco_val (evaluated against the full val json)."""
+    if EVAL_SUBSET in DatasetCatalog.list():
+        return
+    DatasetCatalog.get("tiny_coco_val")  # sets the category id mapping in the metadata
+    DatasetCatalog.register(EVAL_SUBSET, lambda: DatasetCatalog.get("tiny_coco_val")[:4])
+    source = MetadataCatalog.get("tiny_coco_val")
+    MetadataCatalog.get(EVAL_SUBSET).set(
+        **{k: v for k, v in source.as_dict().items() if k != "name"}
+    )
+
+
+def _distributed_worker(cfg, output_dir):
+    """Trains in one of the processes started by launch(); saves its final parameters."""
+    torch.set_num_threads(1)
+    trainer = train(cfg)
+    model = trainer.model.module if comm.get_world_size() > 1 else trainer.model
+    losses = (
+        [v for v, _ in trainer.storage.history("total_loss").values()]
+        if comm.is_main_process()
+        else []
+    )
+    state = {k: v.detach().clone() for k, v in model.named_parameters()}
+    torch.save(
+        {"params": state, "world_size": comm.get_world_size(), "losses": losses},
+        os.path.join(output_dir, f"rank{comm.get_rank()}.pth"),
+    )
+
+
+class _SimulatedCrash(Exception):
+    pass
+
+
+class _StopAt(HookBase):
+    """Simulates a crash after the step of iteration ``iteration``."""
+
+    def __init__(self, iteration):
+        self.iteration = iteration
+
+    def after_step(self):
+        if self.trainer.iter == self.iteration:
+            raise _SimulatedCrash(f"simulated crash at iteration {self.iteration}")
+
+
+class TestTrainAndEvaluate(unittest.TestCase):
+    def test_train_then_eval_only(self):
+        with tempfile.TemporaryDirectory() as out:
+            trainer = train(tiny_cfg(out))
+            self.assertEqual(trainer.iter, 3)  # max_iter after the loop
+            for name in ["total_loss", "loss_cls", "loss_box", "loss_mask", "loss_semantic_seg"]:
+                values = [v for v, _ in trainer.storage.history(name).values()]
+                self.assertEqual(len(values), 3, name)
+                self.assertTrue(np.isfinite(values).all(), f"{name}: {values}")
+            self.assertTrue(os.path.isfile(os.path.join(out, "model_final.pth")))
+
+            # train_net.py --eval-only on 4 val images; every prior is a candidate so that the
+            # barely trained model makes detections (and masks) to evaluate.
+            register_eval_subset()
+            eval_cfg = tiny_cfg(
+                os.path.join(out, "eval"),
+                [
+                    "DATASETS.TEST", (EVAL_SUBSET,),
+                    "MODEL.YOLACT.TEST.SCORE_THRESH", 0.0,
+                    "MODEL.YOLACT.TEST.DETECTIONS_PER_IMAGE", 5,
+                    "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"),
+                ],
+            )  # fmt: skip
+            config_file = os.path.join(out, "eval.yaml")
+            with open(config_file, "w") as f:
+                f.write(eval_cfg.dump())
+            args = default_argument_parser().parse_args(
+                ["--config-file", config_file, "--eval-only"]
+            )
+            results = load_train_net().main(args)
+        self.assertEqual(set(results), {"bbox", "segm"})
+        for task in ("bbox", "segm"):
+            self.assertIn("AP", results[task])
+            self.assertTrue(np.isfinite(results[task]["AP"]), results[task])
+
+
+class TestDistributedCPU(unittest.TestCase):
+    def test_two_gloo_processes_stay_in_sync(self):
+        with tempfile.TemporaryDirectory() as out:
+            torch.manual_seed(0)
+            initial = {k: v.detach().clone() for k, v in build_model(tiny_cfg()).named_parameters()}
+            launch(_distributed_worker, 2, dist_url="auto", args=(tiny_cfg(out), out))
+            ranks = [torch.load(os.path.join(out, f"rank{r}.pth")) for r in range(2)]
+        self.assertEqual([r["world_size"] for r in ranks], [2, 2])
+        self.assertEqual(len(ranks[0]["losses"]), 3)
+        self.assertTrue(np.isfinite(ranks[0]["losses"]).all())
+        params0, params1 = ranks[0]["params"], ranks[1]["params"]
+        self.assertEqual(params0.keys(), params1.keys())
+        for name in params0:
+            self.assertTrue(torch.equal(params0[name], params1[name]), name)
+        # Training did change the (shared) parameters.
+        changed = [n for n in params0 if not torch.equal(params0[n], initial[n])]
+        self.assertGreater(len(changed), len(params0) // 2)
+
+
+class TestResume(unittest.TestCase):
+    OPTS = [
+        "SOLVER.MAX_ITER", 5,
+        "SOLVER.STEPS", (3,),
+        "SOLVER.WARMUP_ITERS", 2,
+        "SOLVER.CHECKPOINT_PERIOD", 2,
+    ]  # fmt: skip
+
+    def test_resume_continues_iteration_and_lr(self):
+        with tempfile.TemporaryDirectory() as out:
+            cfg = tiny_cfg(out, self.OPTS)
+            with self.assertRaises(_SimulatedCrash):
+                train(cfg, hooks=[_StopAt(2)])
+            # The crash came after iteration 2; the last checkpoint is from iteration 1.
+            with open(os.path.join(out, "last_checkpoint")) as f:
+                self.assertEqual(f.read().strip(), "model_0000001.pth")
+
+            trainer = YolactTrainer(cfg)
+            trainer.resume_or_load(resume=True)
+            self.assertEqual(trainer.start_iter, 2)
+            self.assertGreater(len(trainer.optimizer.state_dict()["state"]), 0)
+            trainer.train()
+        lrs = trainer.storage.history("lr").values()
+        self.assertEqual([it for _, it in lrs], [2, 3, 4])
+        expected = lr_schedule(cfg)
+        for lr, it in lrs:
+            self.assertAlmostEqual(lr, expected[it], places=12)
+        self.assertAlmostEqual(expected[3], 0.1 * cfg.SOLVER.BASE_LR, places=12)
+
+    def test_interrupted_save_leaves_no_partial_file(self):
+        model = nn.Linear(2, 2)
+        with tempfile.TemporaryDirectory() as out:
+            checkpointer = YolactCheckpointer(model, out)
+            checkpointer.save("model_0000001", iteration=1)
+            before = sorted(os.listdir(out))
+            self.assertEqual(before, ["last_checkpoint", "model_0000001.pth"])
+
+            def save_half_then_fail(obj, f, *args, **kwargs):
+                f.write(b"\x80\x02partial checkpoint")
+                raise OSError("No space left on device")
+
+            with mock.patch("torch.save", save_half_then_fail):
+                with self.assertRaises(OSError):
+                    checkpointer.save("model_0000003", iteration=3)
+            self.assertEqual(sorted(os.listdir(out)), before)
+            self.assertEqual(
+                checkpointer.get_checkpoint_file(), os.path.join(out, "model_0000001.pth")
+            )
+            self.assertEqual(checkpointer.load(checkpointer.get_checkpoint_file())["iteration"], 1)
+
+
+class TestCheckpointer(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def path(self, name):
+        return os.path.join(self.tmp.name, name)
+
+    def test_torchvision_resnet(self):
+        torch.manual_seed(0)
+        state = torchvision.models.resnet50(weights=None).state_dict()
+        torch.save(state, self.path("resnet50.pth"))
+        model = build_model(
+            get_config("yolact_R_50_FPN_550.yaml", ["MODEL.YOLACT.INPUT_SIZE", 128])
+        )
+        with self.assertLogs(CKPT_LOGGER, "INFO") as logs:
+            YolactCheckpointer(model).load(self.path("resnet50.pth"))
+        self.assertTrue(any("torchvision" in m and "fc.weight" in m for m in logs.output))
+
+        renamed, dropped = convert_torchvision_resnet_names(state)
+        self.assertEqual(dropped, ["fc.weight", "fc.bias"])
+        model_state = model.state_dict()
+        bottom_up = {k for k in model_state if k.startswith("backbone.bottom_up.")}
+        self.assertEqual(set(renamed), bottom_up)  # every backbone tensor has a source
+        for key, value in renamed.items():
+            self.assertTrue(torch.equal(model_state[key], value), key)
+        self.assertTrue(
+            torch.equal(
+                model_state["backbone.bottom_up.res4.5.conv3.norm.running_var"],
+                state["layer3.5.bn3.running_var"],
+            )
+        )
+
+    def test_detectron2_pkl_backbones(self):
+        model = build_model(tiny_cfg())
+        stem = np.random.rand(64, 3, 7, 7).astype(np.float32)
+        block = np.random.rand(64, 64, 3, 3).astype(np.float32)
+        bn_scale = np.random.rand(64).astype(np.float32)
+        files = {
+            # tools/convert-torchvision-to-d2.py format
+            "d2.pkl": {
+                "model": {"stem.conv1.weight": stem, "res2.0.conv1.weight": block},
+                "__author__": "torchvision",
+                "matching_heuristics": True,
+            },
+            # Detectron2 model zoo ImageNet backbones (Caffe2 names)
+            "c2.pkl": {"conv1_w": stem, "res2_0_branch2a_w": block, "res_conv1_bn_s": bn_scale},
+        }
+        for name, content in files.items():
+            with open(self.path(name), "wb") as f:
+                pickle.dump(content, f)
+            YolactCheckpointer(model).load(self.path(name))
+            state = model.state_dict()
+            np.testing.assert_array_equal(state["backbone.bottom_up.stem.conv1.weight"], stem)
+            np.testing.assert_array_equal(state["backbone.bottom_up.res2.0.conv1.weight"], block)
+        np.testing.assert_array_equal(state["backbone.bottom_up.stem.conv1.norm.weight"], bn_scale)
+
+    def test_class_count_change_reinitialises_only_class_layers(self):
+        # (the mask-IoU net needs 252+ pixel inputs; the models are only built, never run)
+        opts = ["MODEL.YOLACT.MASKIOU.ENABLED", True, "MODEL.YOLACT.INPUT_SIZE", 256]
+        torch.manual_seed(0)
+        source = build_model(tiny_cfg(opts=opts))
+        YolactCheckpointer(source, self.tmp.name).save("coco80")
+        torch.manual_seed(1)
+        target = build_model(tiny_cfg(opts=opts + ["MODEL.YOLACT.NUM_CLASSES", 3]))
+        fresh = {k: v.clone() for k, v in target.state_dict().items()}
+
+        with self.assertLogs(CKPT_LOGGER, "INFO") as logs:
+            YolactCheckpointer(target).load(self.path("coco80.pth"))
+        message = next(m for m in logs.output if "class-dependent" in m)
+        for layer in CLASS_DEPENDENT_LAYERS:
+            self.assertIn(layer, message)
+        self.assertIn(
+            "head.cls_score (checkpoint (243, 256, 3, 3), model (12, 256, 3, 3))", message
+        )
+
+        source_state = source.state_dict()
+        for key, value in target.state_dict().items():
+            if key.startswith(tuple(layer + "." for layer in CLASS_DEPENDENT_LAYERS)):
+                self.assertTrue(torch.equal(value, fresh[key]), key)
+            else:
+                self.assertTrue(torch.equal(value, source_state[key]), key)
+
+    def test_converted_yolact_checkpoint(self):
+        torch.manual_seed(0)
+        source = build_model(tiny_cfg())
+        state = source.state_dict()
+        # tools/convert_yolact_weights.py writes a .pth like this; a .pkl with numpy also works.
+        torch.save(
+            {
+                "model": state,
+                "__author__": "yolact_d2",
+                "matching_heuristics": False,
+                "yolact_architecture": "yolact_resnet50",
+                "yolact_config": "configs/yolact_R_50_FPN_550.yaml",
+            },
+            self.path("converted.pth"),
+        )
+        with open(self.path("converted.pkl"), "wb") as f:
+            numpy_state = {k: v.numpy() for k, v in state.items()}
+            pickle.dump({"model": numpy_state, "__author__": "yolact_d2"}, f)
+        for name in ["converted.pth", "converted.pkl"]:
+            torch.manual_seed(1)
+            target = build_model(tiny_cfg())
+            extra = YolactCheckpointer(target).load(self.path(name))
+            for key, value in target.state_dict().items():
+                self.assertTrue(torch.equal(value, state[key]), f"{name}: {key}")
+        self.assertEqual(extra["__author__"], "yolact_d2")
+
+    def test_bad_files(self):
+        model = nn.Linear(2, 2)
+        checkpointer = YolactCheckpointer(model)
+        missing = self.path("missing.pth")
+        with self.assertRaisesRegex(FileNotFoundError, missing):
+            checkpointer.load(missing)
+        bad = {
+            "text.pth": b"this is not a checkpoint",
+            "text.pkl": b"this is not a pickle either",
+        }
+        for name, content in bad.items():
+            with open(self.path(name), "wb") as f:
+                f.write(content)
+        torch.save(torch.zeros(3), self.path("tensor.pth"))
+        torch.save(
+            {
+                "proto_net.0.weight": torch.zeros(1),
+                "backbone.layers.0.0.conv1.weight": torch.zeros(1),
+            },
+            self.path("yolact_base_54_800000.pth"),
+        )
+        for name in ["text.pth", "text.pkl", "tensor.pth", "yolact_base_54_800000.pth"]:
+            with self.assertRaisesRegex(ValueError, self.path(name)):
+                checkpointer.load(self.path(name))
+
+
+class TestPrecisionAndSteps(unittest.TestCase):
+    def test_bf16_step_on_cpu(self):
+        with tempfile.TemporaryDirectory() as out:
+            trainer = YolactTrainer(tiny_cfg(out, ["SOLVER.BF16_CPU", True, "SOLVER.MAX_ITER", 1]))
+            self.assertIsInstance(trainer._trainer, YolactSimpleTrainer)
+            self.assertTrue(trainer._trainer.bf16_cpu)
+            dtypes = []
+            trainer.model.backbone.register_forward_hook(
+                lambda module, inputs, outputs: dtypes.append(outputs["p3"].dtype)
+            )
+            before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
+            trainer.train()
+        self.assertEqual(dtypes, [torch.bfloat16])
+        self.assertTrue(np.isfinite(trainer.storage.history("total_loss").latest()))
+        changed = [k for k, v in trainer.model.named_parameters() if not torch.equal(v, before[k])]
+        self.assertGreater(len(changed), 0)
+
+    def run_toy_steps(self, trainer_class):
+        """A NaN, an inf and a finite loss: two skipped steps, then one SGD step (lr 0.1)."""
+
+        class Toy(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.weight = nn.Parameter(torch.ones(3))
+
+            def forward(self, scale):
+                return {"loss_a": (self.weight * scale[0]).sum(), "loss_b": self.weight.sum() * 0}
+
+        model = Toy()
+        data = iter([[float("nan")], [float("inf")], [1.0]])
+        trainer = trainer_class(model, data, torch.optim.SGD(model.parameters(), lr=0.1))
+        with EventStorage() as storage:
+            for it in range(2):
+                trainer.iter = storage.iter = it
+                with self.assertLogs(ENGINE_LOGGER, "WARNING"):
+                    trainer.run_step()
+                self.assertTrue(torch.equal(model.weight.detach(), torch.ones(3)))
+            self.assertEqual(trainer.num_skipped_steps, 2)
+            self.assertEqual(storage.history("skipped_steps").latest(), 2)
+            trainer.iter = storage.iter = 2
+            trainer.run_step()
+        self.assertTrue(torch.allclose(model.weight.detach(), torch.full((3,), 0.9)))
+        return trainer
+
+    def test_non_finite_loss_skips_the_step(self):
+        self.run_toy_steps(YolactSimpleTrainer)
+
+    def test_amp_trainer_skips_and_checkpoints_its_scaler(self):
+        # Without CUDA the gradient scaler and CUDA autocast disable themselves, which leaves
+        # the class wiring (Detectron2's AMPTrainer state + the YOLACT step) to check here.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            trainer = self.run_toy_steps(YolactAMPTrainer)
+        self.assertIn("grad_scaler", trainer.state_dict())
+        self.assertIn("optimizer", trainer.state_dict())
+
+    @unittest.skipIf(not torch.cuda.is_available(), "AMP needs CUDA")
+    def test_amp_step_on_cuda(self):
+        opts = ["SOLVER.AMP.ENABLED", True, "SOLVER.MAX_ITER", 1, "MODEL.DEVICE", "cuda"]
+        with tempfile.TemporaryDirectory() as out:
+            trainer = YolactTrainer(tiny_cfg(out, opts))
+            trainer.train()
+        self.assertTrue(np.isfinite(trainer.storage.history("total_loss").latest()))
+
+    def test_amp_on_cpu_is_rejected(self):
+        with self.assertRaisesRegex(ValueError, "BF16_CPU"):
+            YolactTrainer(tiny_cfg(opts=["SOLVER.AMP.ENABLED", True]))
+
+
+class TestSolver(unittest.TestCase):
+    def test_reference_optimizer(self):
+        cfg = tiny_cfg()
+        model = build_model(cfg)
+        optimizer = YolactTrainer.build_optimizer(cfg, model)
+        self.assertIsInstance(optimizer, torch.optim.SGD)
+        self.assertEqual(len(optimizer.param_groups), 1)
+        group = optimizer.param_groups[0]
+        self.assertEqual(len(group["params"]), len(list(model.parameters())))
+        self.assertEqual((group["lr"], group["momentum"], group["weight_decay"]), (1e-3, 0.9, 5e-4))
+
+    def test_reference_warmup_and_steps(self):
+        cfg = tiny_cfg(opts=["SOLVER.MAX_ITER", 1000, "SOLVER.STEPS", (700,)])
+        lrs = lr_schedule(cfg)
+        for it in (0, 100, 250, 499):  # the reference: (1e-3 - 1e-4) * it / 500 + 1e-4
+            self.assertAlmostEqual(lrs[it], (1e-3 - 1e-4) * it / 500 + 1e-4, places=12)
+        self.assertAlmostEqual(lrs[500], 1e-3, places=12)
+        self.assertAlmostEqual(lrs[699], 1e-3, places=12)
+        self.assertAlmostEqual(lrs[700], 1e-4, places=12)
+
+    def test_yolact_autoscale(self):
+        cfg = get_config("yolact_R_50_FPN_550.yaml")
+        self.assertIs(apply_yolact_autoscale(cfg), cfg)  # off by default
+        cfg.SOLVER.YOLACT_AUTOSCALE = True
+        cfg.SOLVER.IMS_PER_BATCH = 4
+        cfg.freeze()
+        with self.assertLogs(ENGINE_LOGGER, "INFO"):
+            scaled = apply_yolact_autoscale(cfg)
+        self.assertTrue(scaled.is_frozen())
+        self.assertAlmostEqual(scaled.SOLVER.BASE_LR, 5e-4)
+        self.assertEqual(scaled.SOLVER.MAX_ITER, 1600000)
+        self.assertEqual(scaled.SOLVER.STEPS, (560000, 1200000, 1400000, 1500000))
+        self.assertEqual(scaled.SOLVER.WARMUP_ITERS, 500)
+        self.assertEqual(cfg.SOLVER.MAX_ITER, 800000)  # the input is unchanged
+
+        cfg = get_config(
+            "yolact_R_50_FPN_550.yaml",
+            ["SOLVER.YOLACT_AUTOSCALE", True, "SOLVER.IMS_PER_BATCH", 16],
+        )
+        self.assertEqual(apply_yolact_autoscale(cfg).SOLVER.STEPS, (140000, 300000, 350000, 375000))
+        cfg.SOLVER.REFERENCE_WORLD_SIZE = 8
+        with self.assertRaises(ValueError):
+            apply_yolact_autoscale(cfg)
+
+
+class TestEvaluator(unittest.TestCase):
+    """YOLACT++: segm is ranked by mask_scores, bbox by scores."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.tmp = tempfile.TemporaryDirectory()
+        square = [10.0, 10.0, 30.0, 10.0, 30.0, 30.0, 10.0, 30.0]
+        coco = {
+            "images": [{"id": 1, "file_name": "a.jpg", "height": 64, "width": 64}],
+            "annotations": [
+                {"id": 1, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20],
+                 "area": 400, "iscrowd": 0, "segmentation": [square]},
+            ],
+            "categories": [{"id": 1, "name": "thing"}],
+        }  # fmt: skip
+        json_file = os.path.join(cls.tmp.name, "gt.json")
+        with open(json_file, "w") as f:
+            json.dump(coco, f)
+        cls.dataset = "yolact_engine_toy_eval"
+        if cls.dataset not in DatasetCatalog.list():
+            register_coco_instances(cls.dataset, {}, json_file, cls.tmp.name)
+        DatasetCatalog.get(cls.dataset)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.tmp.cleanup()
+
+    def predictions(self, with_mask_scores: bool):
+        # Detection 0: right box, wrong mask. Detection 1: wrong box, right mask.
+        masks = torch.zeros(2, 64, 64, dtype=torch.bool)
+        masks[0, 40:60, 40:60] = True
+        masks[1, 10:30, 10:30] = True
+        instances = Instances((64, 64))
+        instances.pred_boxes = Boxes(
+            torch.tensor([[10.0, 10.0, 30.0, 30.0], [40.0, 40.0, 60.0, 60.0]])
+        )
+        instances.scores = torch.tensor([0.9, 0.1])
+        instances.pred_classes = torch.tensor([0, 0])
+        instances.pred_masks = masks
+        if with_mask_scores:
+            instances.mask_scores = torch.tensor([0.1, 0.9])
+        return [{"instances": instances}]
+
+    def evaluate(self, with_mask_scores: bool):
+        cfg = tiny_cfg(self.tmp.name)
+        evaluator = YolactTrainer.build_evaluator(
+            cfg, self.dataset, os.path.join(self.tmp.name, "out")
+        )
+        self.assertIsInstance(evaluator, YolactCOCOEvaluator)
+        evaluator.reset()
+        evaluator.process([{"image_id": 1}], self.predictions(with_mask_scores))
+        return evaluator.evaluate()
+
+    def test_mask_scores_rank_masks(self):
+        results = self.evaluate(with_mask_scores=True)
+        self.assertAlmostEqual(results["bbox"]["AP"], 100.0)
+        self.assertAlmostEqual(results["segm"]["AP"], 100.0)
+        with open(os.path.join(self.tmp.name, "out", "coco_instances_results.json")) as f:
+            saved = json.load(f)
+        scores = [(r["score"], r["mask_score"]) for r in saved]
+        np.testing.assert_allclose(scores, [(0.9, 0.1), (0.1, 0.9)], rtol=1e-6)
+        self.assertEqual({r["category_id"] for r in saved}, {1})
+
+    def test_without_mask_scores_both_use_box_scores(self):
+        results = self.evaluate(with_mask_scores=False)
+        self.assertAlmostEqual(results["bbox"]["AP"], 100.0)
+        self.assertLess(results["segm"]["AP"], 60.0)
+
+
+if __name__ == "__main__":
+    unittest.main()

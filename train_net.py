@@ -1,0 +1,100 @@
+#!/usr/bin/env python
+# Copyright (c) yolact_d2 contributors.
+"""
+Train or evaluate YOLACT / YOLACT++ with Detectron2.
+
+Examples:
+
+    # 8 GPUs
+    python train_net.py --config-file configs/yolact_R_101_FPN_550.yaml --num-gpus 8
+    # CPU, 2 processes (gloo), a few iterations
+    python train_net.py --config-file \
+        configs/quick_schedules/yolact_R_50_FPN_tiny_coco_instant_test.yaml --num-gpus 2
+    # evaluation only
+    python train_net.py --config-file configs/yolact_R_101_FPN_550.yaml --eval-only \
+        MODEL.WEIGHTS /path/to/model_final.pth
+
+On a machine without CUDA, ``--num-gpus N`` starts N CPU processes (gloo backend) and each uses
+``cores // N`` threads; a config asking for ``MODEL.DEVICE cuda`` falls back to CPU.
+"""
+
+import logging
+import os
+import torch
+
+from detectron2.config import get_cfg
+from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.evaluation import verify_results
+from detectron2.utils import comm
+from detectron2.utils.logger import setup_logger
+
+import yolact_d2.data  # noqa: F401  (registers tiny_coco and the synthetic datasets)
+from yolact_d2 import add_yolact_config
+from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
+from yolact_d2.engine import YolactTrainer, apply_yolact_autoscale
+
+logger = logging.getLogger("yolact_d2")
+
+
+def setup(args):
+    """
+    Builds the config (Detectron2 defaults + YOLACT keys + file + command-line opts) and does
+    Detectron2's default setup (logging, output dir, seeds). ``SOLVER.YOLACT_AUTOSCALE`` is
+    applied last, so ``OUTPUT_DIR/config.yaml`` holds the unscaled schedule, as with
+    Detectron2's ``REFERENCE_WORLD_SIZE``; the scaled values are logged.
+    """
+    cfg = get_cfg()
+    add_yolact_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    fell_back_to_cpu = cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available()
+    if fell_back_to_cpu:
+        cfg.MODEL.DEVICE = "cpu"
+    cfg.freeze()
+    default_setup(cfg, args)
+    setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="yolact_d2")
+    if fell_back_to_cpu:
+        logger.warning("CUDA is not available: running on CPU (MODEL.DEVICE=cpu).")
+    return apply_yolact_autoscale(cfg)
+
+
+def _set_cpu_threads(cfg):
+    """Shares the CPU cores of this machine between its processes."""
+    if cfg.MODEL.DEVICE != "cpu":
+        return
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cores or 1) // comm.get_local_size())
+    torch.set_num_threads(threads)
+    logger.info(f"Using {threads} CPU threads in each of {comm.get_local_size()} processes.")
+
+
+def main(args):
+    cfg = setup(args)
+    _set_cpu_threads(cfg)
+
+    if args.eval_only:
+        model = YolactTrainer.build_model(cfg)
+        YolactCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
+            cfg.MODEL.WEIGHTS, resume=args.resume
+        )
+        results = YolactTrainer.test(cfg, model)
+        if comm.is_main_process():
+            verify_results(cfg, results)
+        return results
+
+    trainer = YolactTrainer(cfg)
+    trainer.resume_or_load(resume=args.resume)
+    return trainer.train()
+
+
+if __name__ == "__main__":
+    args = default_argument_parser().parse_args()
+    print("Command Line Args:", args)
+    launch(
+        main,
+        args.num_gpus,
+        num_machines=args.num_machines,
+        machine_rank=args.machine_rank,
+        dist_url=args.dist_url,
+        args=(args,),
+    )

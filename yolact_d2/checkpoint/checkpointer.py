@@ -1,0 +1,276 @@
+# Copyright (c) yolact_d2 contributors.
+"""
+Detectron2's checkpointer with what YOLACT training needs on top: torchvision ResNet weights,
+explicit re-initialisation of the class-dependent layers when fine-tuning to a different number
+of classes, clear errors for unusable files, and atomic saves.
+"""
+
+import contextlib
+import logging
+import numpy as np
+import os
+import re
+from collections.abc import Mapping
+from typing import Dict, List, Tuple
+from urllib.parse import urlparse
+import torch
+
+from detectron2.checkpoint import DetectionCheckpointer
+
+__all__ = [
+    "CLASS_DEPENDENT_LAYERS",
+    "YolactCheckpointer",
+    "convert_torchvision_resnet_names",
+    "is_torchvision_resnet",
+]
+
+logger = logging.getLogger(__name__)
+
+# Layers whose output size depends on MODEL.YOLACT.NUM_CLASSES: the head's class logits
+# (A * (C + 1) channels), the training-only semantic-segmentation conv (C) and YOLACT++'s last
+# mask-IoU conv (C). They are the only ones re-initialised when fine-tuning to another C.
+CLASS_DEPENDENT_LAYERS = ("head.cls_score", "semantic_seg_conv", "maskiou_net.net.10")
+
+# Where torchvision's ResNet modules live in a YOLACT model built on a ResNet-FPN backbone.
+_BOTTOM_UP = "backbone.bottom_up."
+
+# torchvision ResNet module name -> Detectron2 ResNet module name (applied in order).
+_TORCHVISION_RENAMES = (
+    (r"^conv1\.", "stem.conv1."),
+    (r"^bn1\.", "stem.conv1.norm."),
+    (r"^layer(\d)\.", lambda m: f"res{int(m.group(1)) + 1}."),
+    (r"\.bn(\d)\.", r".conv\1.norm."),
+    (r"\.downsample\.0\.", ".shortcut."),
+    (r"\.downsample\.1\.", ".shortcut.norm."),
+)
+
+
+def is_torchvision_resnet(state_dict: Mapping) -> bool:
+    """
+    Whether ``state_dict`` uses torchvision's ResNet names (``conv1.weight``, ``bn1.*``,
+    ``layer1.0.conv1.weight``, ...), as ``torchvision.models.resnet50().state_dict()`` and the
+    reference's ``resnet101_reducedfc.pth`` do.
+    """
+    return "conv1.weight" in state_dict and any(k.startswith("layer1.") for k in state_dict)
+
+
+def convert_torchvision_resnet_names(state_dict: Mapping) -> Tuple[Dict, List[str]]:
+    """
+    Renames a torchvision ResNet state dict to the names of the bottom-up ResNet of a YOLACT
+    ResNet-FPN backbone (``backbone.bottom_up.stem`` / ``res2``..``res5``). The classifier
+    (``fc.*``) is dropped.
+
+    Args:
+        state_dict (Mapping[str, Tensor]): torchvision names.
+
+    Returns:
+        tuple[dict, list[str]]: the renamed state dict and the dropped keys.
+    """
+    renamed, dropped = {}, []
+    for key, value in state_dict.items():
+        if key.startswith("fc."):
+            dropped.append(key)
+            continue
+        new_key = key
+        for pattern, replacement in _TORCHVISION_RENAMES:
+            new_key = re.sub(pattern, replacement, new_key)
+        renamed[_BOTTOM_UP + new_key] = value
+    return renamed, dropped
+
+
+def _is_original_yolact(state_dict: Mapping) -> bool:
+    """Whether ``state_dict`` is an unconverted dbolya/yolact checkpoint (plain state dict)."""
+    prefixes = ("proto_net.", "prediction_layers.", "fpn.lat_layers.")
+    return any(k.startswith(prefixes) for k in state_dict)
+
+
+def _strip_module_prefix(state_dict: Dict) -> Dict:
+    """Removes the ``module.`` prefix that (Distributed)DataParallel adds to every key."""
+    if state_dict and all(k.startswith("module.") for k in state_dict):
+        return {k[len("module.") :]: v for k, v in state_dict.items()}
+    return state_dict
+
+
+@contextlib.contextmanager
+def _atomic_open(path: str, mode: str = "wb"):
+    """
+    Opens a temporary file next to ``path`` for writing; on success it is flushed, synced and
+    renamed onto ``path`` (an atomic replace on POSIX and Windows), on any error it is removed.
+    A reader therefore sees either the old file or the complete new one, never a partial file.
+    """
+    tmp_path = f"{path}.tmp-{os.getpid()}"
+    try:
+        with open(tmp_path, mode) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp_path)
+        raise
+
+
+class YolactCheckpointer(DetectionCheckpointer):
+    """
+    A :class:`DetectionCheckpointer` for YOLACT models. ``MODEL.WEIGHTS`` (or ``load(path)``)
+    accepts:
+
+    * Detectron2 ``.pkl`` files: ImageNet backbones from the Detectron2 model zoo (Caffe2 names)
+      or from ``convert-torchvision-to-d2.py``; Detectron2's name-matching heuristics put them
+      under ``backbone.bottom_up``;
+    * torchvision ResNet state dicts (``.pth``, e.g. ``torchvision.models.resnet50()`` or the
+      reference's ``resnet101_reducedfc.pth``): renamed explicitly onto ``backbone.bottom_up``
+      (see :func:`convert_torchvision_resnet_names`), ``fc.*`` dropped;
+    * converted YOLACT checkpoints (a dict with "model" in Detectron2 names, ``.pth`` or ``.pkl``);
+    * Detectron2 training checkpoints (model, optimizer, scheduler, iteration), for resuming.
+
+    When the checkpoint was trained with another number of classes, the layers in
+    :data:`CLASS_DEPENDENT_LAYERS` keep their fresh initialisation (logged); any other shape
+    mismatch is skipped with fvcore's warning. A missing file raises FileNotFoundError and a file
+    that is not a checkpoint raises ValueError, both naming the file.
+
+    :meth:`save` writes atomically: an interrupted save leaves neither a partial checkpoint nor a
+    ``last_checkpoint`` pointing at one.
+    """
+
+    # ------------------------------------------------------------------------------------------
+    # Loading
+    # ------------------------------------------------------------------------------------------
+    def load(self, path, *args, **kwargs):
+        """Same as :meth:`DetectionCheckpointer.load`, with a clear error for a missing file."""
+        if path and not urlparse(path).scheme:
+            local_path = path.split("?", 1)[0]
+            if not os.path.isfile(local_path):
+                raise FileNotFoundError(f"Checkpoint file '{local_path}' does not exist.")
+        try:
+            return super().load(path, *args, **kwargs)
+        finally:
+            # DetectionCheckpointer only resets this after a successful load; without the reset
+            # a failed load would make every later load() fail its assertion.
+            self._parsed_url_during_load = None
+
+    def _load_file(self, filename: str):
+        try:
+            loaded = super()._load_file(filename)
+        except Exception as e:
+            raise ValueError(
+                f"Cannot read '{filename}' as a checkpoint ({type(e).__name__}: {e})."
+            ) from e
+        model_state = loaded.get("model") if isinstance(loaded, Mapping) else None
+        if not _is_state_dict(model_state):
+            raise ValueError(
+                f"'{filename}' is not a checkpoint: expected a state dict (name -> tensor) or a "
+                f"dict with a 'model' state dict, got {type(loaded).__name__}."
+            )
+        if _is_original_yolact(model_state):
+            raise ValueError(
+                f"'{filename}' is an original dbolya/yolact checkpoint; convert it first: "
+                f"python tools/convert_yolact_weights.py {filename} <output>.pth"
+            )
+        model_state = _strip_module_prefix(model_state)
+        if is_torchvision_resnet(model_state):
+            return self._from_torchvision(filename, model_state)
+        return loaded
+
+    def _from_torchvision(self, filename: str, state_dict: Dict) -> Dict:
+        renamed, dropped = convert_torchvision_resnet_names(state_dict)
+        model_keys = self.model.state_dict().keys()
+        unused = sorted(k for k in renamed if k not in model_keys)
+        renamed = {k: v for k, v in renamed.items() if k in model_keys}
+        self.logger.info(
+            f"Loading torchvision ResNet weights from '{filename}': {len(renamed)} tensors into "
+            f"{_BOTTOM_UP.rstrip('.')} (stem, res2-res5); dropped {dropped}"
+            + (f"; no slot in the model for {unused}" if unused else "")
+        )
+        _warn_if_stride_in_1x1(self.model)
+        return {"model": renamed, "__author__": "torchvision", "matching_heuristics": False}
+
+    def _load_model(self, checkpoint):
+        checkpoint["model"] = _strip_module_prefix(checkpoint["model"])
+        reinitialised = _drop_class_dependent_mismatches(
+            checkpoint["model"], self.model.state_dict()
+        )
+        if reinitialised:
+            layers = ", ".join(
+                f"{n} (checkpoint {old}, model {new})" for n, old, new in reinitialised
+            )
+            self.logger.info(
+                "The checkpoint has a different number of classes; re-initialised the "
+                f"class-dependent layers: {layers}"
+            )
+        return super()._load_model(checkpoint)
+
+    # ------------------------------------------------------------------------------------------
+    # Saving
+    # ------------------------------------------------------------------------------------------
+    def save(self, name: str, **kwargs) -> None:
+        """
+        Same as fvcore's :meth:`Checkpointer.save`, but the file is written to a temporary file
+        in the same directory and renamed into place, and only then tagged in
+        ``last_checkpoint`` (itself replaced atomically).
+        """
+        if not self.save_dir or not self.save_to_disk:
+            return
+        if urlparse(self.save_dir).scheme:  # not a local directory: no atomic rename
+            super().save(name, **kwargs)
+            return
+        data = {"model": self.model.state_dict()}
+        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
+        data.update(kwargs)
+        basename = f"{name}.pth"
+        save_file = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {save_file}")
+        with _atomic_open(save_file) as f:
+            torch.save(data, f)
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        if urlparse(self.save_dir).scheme:
+            super().tag_last_checkpoint(last_filename_basename)
+            return
+        with _atomic_open(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
+            f.write(last_filename_basename)
+
+
+def _is_state_dict(obj) -> bool:
+    return (
+        isinstance(obj, Mapping)
+        and len(obj) > 0
+        and all(isinstance(k, str) for k in obj)
+        and all(isinstance(v, (torch.Tensor, np.ndarray)) for v in obj.values())
+    )
+
+
+def _drop_class_dependent_mismatches(
+    checkpoint_state: Dict, model_state: Mapping
+) -> List[Tuple[str, tuple, tuple]]:
+    """
+    Removes from ``checkpoint_state`` (in place) the tensors of the class-dependent layers whose
+    shape differs from the model's, so the model keeps their fresh initialisation.
+
+    Returns:
+        list[tuple[str, tuple, tuple]]: (layer, checkpoint weight shape, model weight shape) of
+        each such layer.
+    """
+    dropped = []
+    for layer in CLASS_DEPENDENT_LAYERS:
+        keys = [k for k in model_state if k.startswith(layer + ".") and k in checkpoint_state]
+        if all(tuple(checkpoint_state[k].shape) == tuple(model_state[k].shape) for k in keys):
+            continue
+        weight = f"{layer}.weight"
+        old_shape = tuple(checkpoint_state[weight].shape) if weight in checkpoint_state else None
+        dropped.append((layer, old_shape, tuple(model_state[weight].shape)))
+        for k in keys:
+            del checkpoint_state[k]
+    return dropped
+
+
+def _warn_if_stride_in_1x1(model: torch.nn.Module) -> None:
+    """torchvision ResNets stride in the 3x3 conv; warn if the model strides in the 1x1."""
+    block = dict(model.named_modules()).get(_BOTTOM_UP + "res3.0.conv1")
+    if block is not None and tuple(block.stride) != (1, 1) and block.kernel_size == (1, 1):
+        logger.warning(
+            "Loading torchvision weights into a ResNet with MODEL.RESNETS.STRIDE_IN_1X1=True; "
+            "torchvision ResNets need STRIDE_IN_1X1=False."
+        )

@@ -1,0 +1,9 @@
+# Copyright (c) yolact_d2 contributors.
+"""Training and evaluation of YOLACT with Detectron2's engine."""
+
+from .trainer import (
+    YolactAMPTrainer,
+    YolactSimpleTrainer,
+    YolactTrainer,
+    apply_yolact_autoscale,
+)

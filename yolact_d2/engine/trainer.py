@@ -1,0 +1,298 @@
+# Copyright (c) yolact_d2 contributors.
+"""
+YOLACT training on Detectron2's :class:`DefaultTrainer`: YOLACT's data, COCO evaluation with
+YOLACT++ mask scores, CPU multi-process training, bf16 on CPU, skipped non-finite steps and the
+reference's batch-size autoscaling.
+"""
+
+import contextlib
+import logging
+import os
+import time
+import weakref
+import torch
+import torch.distributed as dist
+
+from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine.defaults import create_ddp_model
+from detectron2.solver import get_default_optimizer_params
+from detectron2.solver.build import maybe_add_gradient_clipping
+from detectron2.utils import comm
+from detectron2.utils.events import get_event_storage
+from detectron2.utils.logger import setup_logger
+
+from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
+from yolact_d2.data import YolactDatasetMapper
+from yolact_d2.evaluation import YolactCOCOEvaluator
+
+__all__ = [
+    "YolactTrainer",
+    "YolactSimpleTrainer",
+    "YolactAMPTrainer",
+    "apply_yolact_autoscale",
+]
+
+logger = logging.getLogger(__name__)
+
+# The batch size the reference's schedule (lr 1e-3, 800k iterations) is written for.
+REFERENCE_BATCH_SIZE = 8
+
+
+def apply_yolact_autoscale(cfg):
+    """
+    The reference's ``--autoscale`` rule, enabled by ``SOLVER.YOLACT_AUTOSCALE``: when
+    ``SOLVER.IMS_PER_BATCH`` = b differs from 8, multiply ``BASE_LR`` by b / 8 and floor-divide
+    ``MAX_ITER`` and ``STEPS`` by b / 8. The warm-up is not scaled (as in the reference).
+
+    It is an alternative to Detectron2's ``SOLVER.REFERENCE_WORLD_SIZE`` (which scales with the
+    number of processes); enabling both is an error.
+
+    Args:
+        cfg (CfgNode): a full config.
+
+    Returns:
+        CfgNode: ``cfg`` itself when nothing changes, else a scaled copy (frozen if ``cfg`` is).
+    """
+    batch_size = cfg.SOLVER.IMS_PER_BATCH
+    if not cfg.SOLVER.YOLACT_AUTOSCALE or batch_size == REFERENCE_BATCH_SIZE:
+        return cfg
+    if cfg.SOLVER.REFERENCE_WORLD_SIZE:
+        raise ValueError(
+            "SOLVER.YOLACT_AUTOSCALE and SOLVER.REFERENCE_WORLD_SIZE both rescale the schedule; "
+            "enable only one of them."
+        )
+    factor = batch_size / REFERENCE_BATCH_SIZE
+    frozen = cfg.is_frozen()
+    cfg = cfg.clone()
+    cfg.defrost()
+    solver = cfg.SOLVER
+    solver.BASE_LR = solver.BASE_LR * factor
+    solver.MAX_ITER = int(solver.MAX_ITER // factor)
+    solver.STEPS = tuple(int(step // factor) for step in solver.STEPS)
+    if frozen:
+        cfg.freeze()
+    logger.info(
+        f"SOLVER.YOLACT_AUTOSCALE: batch size {batch_size} = {factor:g} x {REFERENCE_BATCH_SIZE}; "
+        f"BASE_LR={solver.BASE_LR:g}, MAX_ITER={solver.MAX_ITER}, STEPS={solver.STEPS} "
+        f"(warm-up unchanged: {solver.WARMUP_ITERS} iterations)."
+    )
+    return cfg
+
+
+class YolactSimpleTrainer(SimpleTrainer):
+    """
+    :class:`SimpleTrainer` with two YOLACT-specific behaviours:
+
+    * the optimizer step is skipped (with a warning, and the count put in the event storage as
+      ``skipped_steps``) when the total loss is not finite on any rank, as the reference does;
+      gradients are still computed so that all DDP ranks take part in the all-reduce;
+    * with ``bf16_cpu`` the forward runs under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
+
+    Subclasses change the precision handling through :meth:`autocast`, :meth:`backward` and
+    :meth:`optimizer_step`.
+    """
+
+    def __init__(self, model, data_loader, optimizer, *, bf16_cpu: bool = False):
+        """
+        Args:
+            model, data_loader, optimizer: as in :class:`SimpleTrainer`.
+            bf16_cpu (bool): run the forward under CPU bf16 autocast.
+        """
+        super().__init__(model, data_loader, optimizer)
+        self.bf16_cpu = bf16_cpu
+        self.num_skipped_steps = 0
+
+    def autocast(self):
+        """The context the forward runs in."""
+        if self.bf16_cpu:
+            return torch.autocast("cpu", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def backward(self, losses: torch.Tensor) -> None:
+        losses.backward()
+
+    def optimizer_step(self) -> None:
+        self.optimizer.step()
+
+    def run_step(self):
+        assert self.model.training, f"[{type(self).__name__}] model was changed to eval mode!"
+        start = time.perf_counter()
+        data = next(self._data_loader_iter)
+        data_time = time.perf_counter() - start
+
+        self.optimizer.zero_grad()
+        with self.autocast():
+            loss_dict = self.model(data)
+        losses = sum(loss_dict.values())
+        self.backward(losses)
+        self.after_backward()
+        if not self._finite_on_all_ranks(losses):
+            self._skip_step(loss_dict)
+            return
+        self._write_metrics(loss_dict, data_time)
+        self.optimizer_step()
+
+    @staticmethod
+    def _finite_on_all_ranks(losses: torch.Tensor) -> bool:
+        finite = torch.isfinite(losses.detach()).to(torch.int32)
+        if comm.get_world_size() > 1:
+            dist.all_reduce(finite, op=dist.ReduceOp.MIN)
+        return bool(finite.item())
+
+    def _skip_step(self, loss_dict) -> None:
+        self.num_skipped_steps += 1
+        values = {k: float(v.detach()) for k, v in loss_dict.items()}
+        logger.warning(
+            f"Non-finite loss at iteration {self.iter} (losses on this rank: {values}); skipping "
+            f"the optimizer step ({self.num_skipped_steps} skipped so far)."
+        )
+        get_event_storage().put_scalar("skipped_steps", self.num_skipped_steps)
+
+
+class YolactAMPTrainer(YolactSimpleTrainer, AMPTrainer):
+    """
+    :class:`YolactSimpleTrainer` with CUDA automatic mixed precision: Detectron2's
+    :class:`AMPTrainer` provides the gradient scaler (and its checkpointed state); the forward
+    runs under CUDA autocast and the step goes through the scaler.
+    """
+
+    def autocast(self):
+        return torch.autocast("cuda", dtype=self.precision)
+
+    def backward(self, losses: torch.Tensor) -> None:
+        self.grad_scaler.scale(losses).backward()
+
+    def optimizer_step(self) -> None:
+        self.grad_scaler.step(self.optimizer)
+        self.grad_scaler.update()
+
+
+class YolactTrainer(DefaultTrainer):
+    """
+    :class:`DefaultTrainer` for YOLACT. It keeps Detectron2's hooks, checkpointing, resuming,
+    evaluation and schedule (``WarmupMultiStepLR``), and changes:
+
+    * data: :class:`YolactDatasetMapper` for training and testing;
+    * evaluation: :class:`YolactCOCOEvaluator` on "bbox" and "segm";
+    * checkpoints: :class:`YolactCheckpointer` (torchvision weights, class-count changes,
+      atomic saves);
+    * DDP: on CPU the model is wrapped without ``device_ids``, so ``launch`` with several gloo
+      processes trains on CPU; ``find_unused_parameters`` follows
+      ``SOLVER.YOLACT_DDP_FIND_UNUSED_PARAMETERS``;
+    * the step: :class:`YolactSimpleTrainer` (non-finite steps skipped, ``SOLVER.BF16_CPU``) or,
+      with ``SOLVER.AMP.ENABLED`` on CUDA, :class:`YolactAMPTrainer`.
+
+    The optimizer is Detectron2's SGD (see :meth:`build_optimizer`: the reference's single group
+    with Base-YOLACT.yaml) and the schedule Detectron2's ``WarmupMultiStepLR`` (with
+    ``WARMUP_FACTOR`` 0.1 over 500 iterations it is the reference's linear warm-up).
+    """
+
+    def __init__(self, cfg):
+        """
+        Args:
+            cfg (CfgNode): a full config.
+        """
+        # DefaultTrainer.__init__ hard-codes the DDP wrapping (device_ids, which CPU modules
+        # reject), the step trainer and the checkpointer, so it is replaced by this one; the
+        # attributes it sets, and therefore all of DefaultTrainer's other methods, are the same.
+        TrainerBase.__init__(self)
+        if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
+            setup_logger()
+        cfg = self.auto_scale_workers(cfg, comm.get_world_size())
+
+        model = self.build_model(cfg)
+        optimizer = self.build_optimizer(cfg, model)
+        data_loader = self.build_train_loader(cfg)
+        model = self.build_ddp_model(cfg, model)
+        self._trainer = self.build_step_trainer(cfg, model, data_loader, optimizer)
+
+        self.scheduler = self.build_lr_scheduler(cfg, optimizer)
+        self.checkpointer = YolactCheckpointer(model, cfg.OUTPUT_DIR, trainer=weakref.proxy(self))
+        self.start_iter = 0
+        self.max_iter = cfg.SOLVER.MAX_ITER
+        self.cfg = cfg
+        self.register_hooks(self.build_hooks())
+
+    @classmethod
+    def build_ddp_model(cls, cfg, model):
+        """
+        Wraps ``model`` in DistributedDataParallel when there are several processes. CPU models
+        get ``device_ids=None``; Detectron2's default (the local rank) is only valid on GPUs.
+        """
+        kwargs = {
+            "broadcast_buffers": False,
+            "find_unused_parameters": cfg.SOLVER.YOLACT_DDP_FIND_UNUSED_PARAMETERS,
+        }
+        if next(model.parameters()).device.type == "cpu":
+            kwargs["device_ids"] = None
+        return create_ddp_model(model, **kwargs)
+
+    @classmethod
+    def build_step_trainer(cls, cfg, model, data_loader, optimizer) -> SimpleTrainer:
+        """
+        Returns:
+            SimpleTrainer: :class:`YolactAMPTrainer` with ``SOLVER.AMP.ENABLED`` (CUDA only),
+            else :class:`YolactSimpleTrainer` (bf16 autocast with ``SOLVER.BF16_CPU`` on CPU).
+        """
+        on_cpu = next(model.parameters()).device.type == "cpu"
+        if cfg.SOLVER.AMP.ENABLED:
+            if on_cpu:
+                raise ValueError(
+                    "SOLVER.AMP.ENABLED needs CUDA; on CPU use SOLVER.BF16_CPU=True instead."
+                )
+            return YolactAMPTrainer(model, data_loader, optimizer)
+        if cfg.SOLVER.BF16_CPU and not on_cpu:
+            logger.warning("SOLVER.BF16_CPU is ignored on CUDA; use SOLVER.AMP.ENABLED.")
+        return YolactSimpleTrainer(
+            model, data_loader, optimizer, bf16_cpu=cfg.SOLVER.BF16_CPU and on_cpu
+        )
+
+    @classmethod
+    def build_optimizer(cls, cfg, model):
+        """
+        Detectron2's SGD (``SOLVER.*``, gradient clipping included), except that every group
+        states its weight decay, so groups with equal hyper-parameters merge: with
+        Base-YOLACT.yaml this is the reference's single group (lr, momentum 0.9, weight decay
+        5e-4 on all parameters, BatchNorm and biases included).
+        """
+        params = get_default_optimizer_params(
+            model,
+            base_lr=cfg.SOLVER.BASE_LR,
+            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
+            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
+            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
+            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
+        )
+        optimizer = torch.optim.SGD(
+            params,
+            lr=cfg.SOLVER.BASE_LR,
+            momentum=cfg.SOLVER.MOMENTUM,
+            nesterov=cfg.SOLVER.NESTEROV,
+        )
+        return maybe_add_gradient_clipping(cfg, optimizer)
+
+    @classmethod
+    def build_train_loader(cls, cfg):
+        return build_detection_train_loader(cfg, mapper=YolactDatasetMapper(cfg, True))
+
+    @classmethod
+    def build_test_loader(cls, cfg, dataset_name):
+        return build_detection_test_loader(
+            cfg, dataset_name, mapper=YolactDatasetMapper(cfg, False)
+        )
+
+    @classmethod
+    def build_evaluator(cls, cfg, dataset_name, output_folder=None):
+        """
+        Returns:
+            YolactCOCOEvaluator: "bbox" and "segm" on a COCO-format dataset, results written to
+            ``output_folder`` (default ``OUTPUT_DIR/inference``).
+        """
+        return YolactCOCOEvaluator(
+            dataset_name,
+            tasks=("bbox", "segm"),
+            distributed=True,
+            output_dir=output_folder or os.path.join(cfg.OUTPUT_DIR, "inference"),
+            max_dets_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+        )

@@ -1,0 +1,2 @@
+# Copyright (c) yolact_d2 contributors.
+from .coco_evaluation import YolactCOCOEvaluator

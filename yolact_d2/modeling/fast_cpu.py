@@ -1,0 +1,139 @@
+# Copyright (c) yolact_d2 contributors.
+"""
+Inference-only rewrites behind ``MODEL.YOLACT.FAST_CPU_INFERENCE``: BatchNorm folded into the
+preceding convs and channels_last weights, applied to a private copy of the network so that the
+model's own parameters (training, checkpoints) are never touched.
+"""
+import copy
+import itertools
+from typing import Iterable, Optional, Tuple
+import torch
+from torch import nn
+
+from detectron2.layers import Conv2d, FrozenBatchNorm2d
+
+from yolact_d2.layers import ModulatedDeformConv2d
+
+__all__ = [
+    "fold_batch_norm_",
+    "fold_batch_norms_",
+    "resolve_fast_cpu_dtype",
+    "InferenceCopy",
+]
+
+# Convs whose forward is conv -> ``self.norm`` -> ``self.activation`` with ``self.weight`` and
+# ``self.bias``: folding the norm into weight and bias leaves that forward exact.
+_CONVS_WITH_NORM = (Conv2d, ModulatedDeformConv2d)
+
+
+def _is_foldable_norm(norm: Optional[nn.Module]) -> bool:
+    """BatchNorm in eval mode with running statistics (SyncBN subclasses BatchNorm2d)."""
+    if isinstance(norm, FrozenBatchNorm2d):
+        return True
+    return (
+        isinstance(norm, nn.BatchNorm2d)
+        and not norm.training
+        and norm.track_running_stats
+        and norm.running_mean is not None
+    )
+
+
+@torch.no_grad()
+def fold_batch_norm_(conv: nn.Module) -> bool:
+    """
+    Folds ``conv.norm`` (an eval-mode BatchNorm) into ``conv.weight`` and ``conv.bias`` and
+    removes it: ``gamma * (W x + b - mean) / sqrt(var + eps) + beta`` becomes ``W' x + b'`` with
+    ``W' = W * s``, ``b' = (b - mean) * s + beta`` and ``s = gamma / sqrt(var + eps)``, computed
+    in float64.
+
+    Args:
+        conv (nn.Module): a :class:`detectron2.layers.Conv2d` or
+            :class:`ModulatedDeformConv2d`; changed in place.
+
+    Returns:
+        bool: whether a norm was folded.
+    """
+    norm = getattr(conv, "norm", None)
+    if not isinstance(conv, _CONVS_WITH_NORM) or not _is_foldable_norm(norm):
+        return False
+    weight = conv.weight.double()
+    bias = conv.bias.double() if conv.bias is not None else weight.new_zeros(weight.shape[0])
+    gamma = norm.weight.double() if norm.weight is not None else torch.ones_like(bias)
+    beta = norm.bias.double() if norm.bias is not None else torch.zeros_like(bias)
+    scale = gamma * torch.rsqrt(norm.running_var.double() + norm.eps)
+    new_weight = weight * scale.view(-1, *([1] * (weight.dim() - 1)))
+    new_bias = (bias - norm.running_mean.double()) * scale + beta
+    conv.weight = nn.Parameter(new_weight.to(conv.weight.dtype), requires_grad=False)
+    conv.bias = nn.Parameter(new_bias.to(conv.weight.dtype), requires_grad=False)
+    conv.norm = None
+    return True
+
+
+def fold_batch_norms_(module: nn.Module) -> int:
+    """
+    :func:`fold_batch_norm_` on every conv of ``module`` (in place).
+
+    Returns:
+        int: number of norms folded.
+    """
+    return sum(fold_batch_norm_(m) for m in module.modules())
+
+
+def resolve_fast_cpu_dtype(name: str) -> Optional[torch.dtype]:
+    """
+    The autocast dtype of the fast CPU path for ``MODEL.YOLACT.FAST_CPU_DTYPE``.
+
+    Args:
+        name (str): "bfloat16", "float32" or "auto" (bfloat16 only where the CPU has AMX
+            tiles; without them oneDNN's bf16 convs run slower than fp32 ones).
+
+    Returns:
+        torch.dtype or None: the autocast dtype, None for float32 (no autocast).
+    """
+    if name == "auto":
+        name = "bfloat16" if torch.cpu._is_amx_tile_supported() else "float32"
+    if name not in ("bfloat16", "float32"):
+        raise ValueError(
+            f"MODEL.YOLACT.FAST_CPU_DTYPE must be 'auto', 'bfloat16' or 'float32', got {name!r}"
+        )
+    return torch.bfloat16 if name == "bfloat16" else None
+
+
+def _state_signature(modules: Iterable[nn.Module]) -> Tuple:
+    """Identity, storage and in-place version of every parameter and buffer."""
+    tensors = itertools.chain.from_iterable(
+        itertools.chain(m.parameters(), m.buffers()) for m in modules
+    )
+    return tuple((id(t), t.data_ptr(), t._version) for t in tensors)
+
+
+class InferenceCopy:
+    """
+    A lazily built, folded, channels_last copy of some modules, rebuilt whenever any parameter or
+    buffer of the originals is replaced or modified in place (loading weights, optimizer steps,
+    ``.to(device)``). The copy is held outside the module tree, so it appears in no state dict.
+    """
+
+    def __init__(self):
+        self._signature = None
+        self._modules = None
+
+    def get(self, *modules: nn.Module) -> Tuple[nn.Module, ...]:
+        """
+        Args:
+            modules (nn.Module): the originals, in eval mode.
+
+        Returns:
+            tuple[nn.Module]: their inference copies, in the same order.
+        """
+        signature = _state_signature(modules)
+        if signature != self._signature:
+            self._modules = tuple(self._build(m) for m in modules)
+            self._signature = signature
+        return self._modules
+
+    @staticmethod
+    def _build(module: nn.Module) -> nn.Module:
+        clone = copy.deepcopy(module).eval().requires_grad_(False)
+        fold_batch_norms_(clone)
+        return clone.to(memory_format=torch.channels_last)
