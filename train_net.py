@@ -28,7 +28,6 @@ from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-import yolact_d2.data  # noqa: F401  (registers tiny_coco and the synthetic datasets)
 from yolact_d2 import add_yolact_config
 from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
 from yolact_d2.engine import YolactTrainer, apply_yolact_autoscale

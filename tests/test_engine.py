@@ -22,7 +22,6 @@ from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
 from detectron2.utils.events import EventStorage
 
-import yolact_d2.data  # noqa: F401  (registers tiny_coco)
 from yolact_d2.checkpoint.checkpointer import (
     CLASS_DEPENDENT_LAYERS,
     YolactCheckpointer,

@@ -7,14 +7,13 @@ from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
 from yolact_d2.modeling.losses import (
-    YolactLoss,
     mask_loss_one_image,
     ohem_class_loss,
     semantic_seg_loss,
 )
 from yolact_d2.modeling.matching import match_priors
 
-from common import get_config, get_model
+from common import get_model
 
 
 def cs(x1, y1, x2, y2):

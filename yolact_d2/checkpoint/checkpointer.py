@@ -5,7 +5,6 @@ explicit re-initialisation of the class-dependent layers when fine-tuning to a d
 of classes, clear errors for unusable files, and atomic saves.
 """
 
-import contextlib
 import logging
 import numpy as np
 import os
@@ -16,6 +15,8 @@ from urllib.parse import urlparse
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
+
+from yolact_d2.utils.file_io import atomic_open
 
 __all__ = [
     "CLASS_DEPENDENT_LAYERS",
@@ -89,26 +90,6 @@ def _strip_module_prefix(state_dict: Dict) -> Dict:
     if state_dict and all(k.startswith("module.") for k in state_dict):
         return {k[len("module.") :]: v for k, v in state_dict.items()}
     return state_dict
-
-
-@contextlib.contextmanager
-def _atomic_open(path: str, mode: str = "wb"):
-    """
-    Opens a temporary file next to ``path`` for writing; on success it is flushed, synced and
-    renamed onto ``path`` (an atomic replace on POSIX and Windows), on any error it is removed.
-    A reader therefore sees either the old file or the complete new one, never a partial file.
-    """
-    tmp_path = f"{path}.tmp-{os.getpid()}"
-    try:
-        with open(tmp_path, mode) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_path, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(tmp_path)
-        raise
 
 
 class YolactCheckpointer(DetectionCheckpointer):
@@ -221,7 +202,7 @@ class YolactCheckpointer(DetectionCheckpointer):
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
-        with _atomic_open(save_file) as f:
+        with atomic_open(save_file) as f:
             torch.save(data, f)
         self.tag_last_checkpoint(basename)
 
@@ -229,7 +210,7 @@ class YolactCheckpointer(DetectionCheckpointer):
         if urlparse(self.save_dir).scheme:
             super().tag_last_checkpoint(last_filename_basename)
             return
-        with _atomic_open(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
+        with atomic_open(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
             f.write(last_filename_basename)
 
 

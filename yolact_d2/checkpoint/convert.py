@@ -11,15 +11,15 @@ Validation compares the source with the exact key list and shapes that each refe
 architecture produces (generated below from the architecture's definition), so truncated
 files, foreign checkpoints and shape mismatches are rejected before anything is written.
 """
-import contextlib
 import logging
 import os
 import re
-import secrets
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 import torch
+
+from yolact_d2.utils.file_io import atomic_open
 
 __all__ = [
     "YolactArchitecture",
@@ -647,37 +647,13 @@ def _check_destination(path: str) -> None:
         )
 
 
-def _fsync_directory(directory: str) -> None:
-    """Make the rename durable where the OS supports syncing a directory."""
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
 def _atomic_torch_save(obj, path: str) -> None:
-    """``torch.save`` to a temporary file next to ``path``, fsync, then rename it over ``path``."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    # os.open (unlike tempfile) honours the umask, so the result gets the usual permissions.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            try:
-                torch.save(obj, f)
-            except RuntimeError as e:  # torch reports failed writes (e.g. disk full) this way
-                raise OSError(f"Cannot write {path}: {_first_line(e)}") from e
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_directory(directory)
+    """``torch.save`` through :func:`atomic_open`, reporting failed writes as ``OSError``."""
+    with atomic_open(path) as f:
+        try:
+            torch.save(obj, f)
+        except RuntimeError as e:  # torch reports failed writes (e.g. disk full) this way
+            raise OSError(f"Cannot write {path}: {_first_line(e)}") from e
 
 
 def save_converted_checkpoint(
