@@ -39,8 +39,6 @@ from common import REPO_ROOT, get_config
 
 CKPT_LOGGER = "fvcore.common.checkpoint"
 ENGINE_LOGGER = "yolact_d2.engine.trainer"
-EVAL_SUBSET = "tiny_coco_val_first4"
-
 # R-18 (basic blocks) at 128 x 128, batch 2 (1 per process with 2 processes), no evaluation.
 TINY_OPTS = [
     "MODEL.RESNETS.DEPTH", 18,
@@ -91,18 +89,6 @@ def load_train_net():
     return module
 
 
-def register_eval_subset():
-    """The first 4 images of tiny_coco_val (evaluated against the full val json)."""
-    if EVAL_SUBSET in DatasetCatalog.list():
-        return
-    DatasetCatalog.get("tiny_coco_val")  # sets the category id mapping in the metadata
-    DatasetCatalog.register(EVAL_SUBSET, lambda: DatasetCatalog.get("tiny_coco_val")[:4])
-    source = MetadataCatalog.get("tiny_coco_val")
-    MetadataCatalog.get(EVAL_SUBSET).set(
-        **{k: v for k, v in source.as_dict().items() if k != "name"}
-    )
-
-
 def _distributed_worker(cfg, output_dir):
     """Trains in one of the processes started by launch(); saves its final parameters."""
     torch.set_num_threads(1)
@@ -146,13 +132,12 @@ class TestTrainAndEvaluate(unittest.TestCase):
                 self.assertTrue(np.isfinite(values).all(), f"{name}: {values}")
             self.assertTrue(os.path.isfile(os.path.join(out, "model_final.pth")))
 
-            # train_net.py --eval-only on 4 val images; every prior is a candidate so that the
-            # barely trained model makes detections (and masks) to evaluate.
-            register_eval_subset()
+            # train_net.py --eval-only on the whole of tiny_coco_val; every prior is a candidate
+            # so that the barely trained model makes detections (and masks) to evaluate.
             eval_cfg = tiny_cfg(
                 os.path.join(out, "eval"),
                 [
-                    "DATASETS.TEST", (EVAL_SUBSET,),
+                    "DATASETS.TEST", ("tiny_coco_val",),
                     "MODEL.YOLACT.TEST.SCORE_THRESH", 0.0,
                     "MODEL.YOLACT.TEST.DETECTIONS_PER_IMAGE", 5,
                     "MODEL.WEIGHTS", os.path.join(out, "model_final.pth"),
