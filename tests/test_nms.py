@@ -1,8 +1,18 @@
 # Copyright (c) yolact_d2 contributors.
 import pytest
 import torch
+import torchvision
 
-from yolact_d2.layers import cross_class_fast_nms, fast_nms, traditional_nms
+from yolact_d2.layers import (
+    batched_nms,
+    box_iou,
+    build_nms,
+    cross_class_fast_nms,
+    fast_nms,
+    max_iou_with_higher_scored,
+    sorted_top_k,
+    traditional_nms,
+)
 
 
 def random_candidates(n, c, seed):
@@ -136,3 +146,82 @@ def test_fast_nms_cuda_matches_cpu():
     gpu = fast_nms(boxes.cuda(), scores.cuda(), 0.5, 100, 100)
     for a, b in zip(cpu, gpu):
         assert torch.equal(a, b.cpu())
+
+
+def straightforward_fast_nms(boxes, scores, thresh, top_k, max_det):
+    """Fast NMS as first written: full stable sort per class, full IoU matrix, triu, column max."""
+    scores, order = scores.sort(dim=1, descending=True, stable=True)
+    order, scores = order[:, :top_k], scores[:, :top_k]
+    class_boxes = boxes[order]
+    keep = box_iou(class_boxes, class_boxes).triu_(diagonal=1).max(dim=1).values <= thresh
+    classes = torch.arange(scores.shape[0])[:, None].expand_as(keep)
+    kept_scores, rank = scores[keep].sort(dim=0, descending=True)
+    return kept_scores[:max_det], classes[keep][rank[:max_det]], order[keep][rank[:max_det]]
+
+
+def tied_candidates(n, c, levels, seed):
+    """Candidates whose scores take only ``levels`` values, so that most of them tie."""
+    boxes, _ = random_candidates(n, c, seed)
+    g = torch.Generator().manual_seed(seed)
+    return boxes, torch.randint(0, levels, (c, n), generator=g).float() / levels
+
+
+@pytest.mark.parametrize("levels", [3, 40, 10**6])
+def test_sorted_top_k_is_a_stable_descending_sort(levels):
+    _, scores = tied_candidates(500, 6, levels, seed=levels)
+    for k in (0, 1, 37, 200, 499, 500, 800):
+        values, indices = sorted_top_k(scores, k)
+        ref_values, ref_indices = scores.sort(dim=1, descending=True, stable=True)
+        assert torch.equal(values, ref_values[:, :k]) and torch.equal(indices, ref_indices[:, :k])
+    scores[1, 7] = float("nan")
+    values, indices = sorted_top_k(scores, 20)
+    ref_values, ref_indices = scores.sort(dim=1, descending=True, stable=True)
+    assert torch.equal(indices, ref_indices[:, :20])
+
+
+def test_max_iou_with_higher_scored_is_exact():
+    boxes, _ = random_candidates(200, 1, 4)
+    orders = [torch.randperm(200, generator=torch.Generator().manual_seed(i)) for i in range(19)]
+    class_boxes = torch.stack([boxes[order] for order in orders])
+    class_boxes[3, 5] = class_boxes[3, 2]  # identical boxes: IoU exactly 1
+    expected = box_iou(class_boxes, class_boxes).triu_(diagonal=1).max(dim=1).values
+    assert torch.equal(max_iou_with_higher_scored(class_boxes), expected)
+
+
+@pytest.mark.parametrize("levels", [4, 50, 10**6])
+def test_fast_nms_matches_straightforward_version_with_ties(levels):
+    boxes, scores = tied_candidates(400, 7, levels, seed=levels)
+    for top_k, max_det in [(200, 100), (50, 1000), (1000, 30)]:
+        got = fast_nms(boxes, scores, 0.5, top_k, max_det)
+        expected = straightforward_fast_nms(boxes, scores, 0.5, top_k, max_det)
+        for a, b in zip(got, expected):
+            assert torch.equal(a, b)
+
+
+def test_batched_nms_is_torchvision_on_fast_nms_candidates():
+    boxes, scores = random_candidates(300, 5, 2)
+    got = as_tuples(batched_nms(boxes, scores, 0.5, top_k=40, max_num_detections=60))
+    expected = []
+    for c in range(5):
+        top = scores[c].sort(descending=True).indices[:40]
+        kept = top[torchvision.ops.nms(boxes[top], scores[c, top], 0.5)]
+        expected += [(scores[c, i].item(), c, int(i)) for i in kept]
+    expected.sort(key=lambda t: -t[0])
+    assert got == expected[:60]
+    # Greedy NMS only lets kept boxes suppress, so it keeps every box Fast NMS keeps.
+    fast = {(c, i) for _, c, i in as_tuples(fast_nms(boxes, scores, 0.5, 40, 10**6))}
+    assert fast <= {(c, i) for _, c, i in as_tuples(batched_nms(boxes, scores, 0.5, 40, 10**6))}
+
+
+def test_build_nms_binds_each_variants_settings():
+    boxes, scores = random_candidates(80, 3, 6)
+    for nms_type, fn, kwargs in [
+        ("fast", fast_nms, dict(top_k=20, max_num_detections=15)),
+        ("cross_class", cross_class_fast_nms, dict(top_k=20, max_num_detections=-1)),
+        ("traditional", traditional_nms, dict(max_num_detections=15, score_threshold=0.3)),
+        ("batched", batched_nms, dict(top_k=20, max_num_detections=15)),
+    ]:
+        nms = build_nms(nms_type, 0.4, top_k=20, max_num_detections=15, score_threshold=0.3)
+        assert as_tuples(nms(boxes, scores)) == as_tuples(fn(boxes, scores, 0.4, **kwargs))
+    with pytest.raises(ValueError):
+        build_nms("soft")

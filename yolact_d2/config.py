@@ -103,7 +103,8 @@ def add_yolact_config(cfg):
     # Inference
     # ---------------------------------------------------------------------------------------
     _C.MODEL.YOLACT.TEST = CN()
-    # "fast" (Fast NMS, per class), "cross_class" (class-agnostic Fast NMS) or "traditional".
+    # "fast" (Fast NMS, per class), "cross_class" (class-agnostic Fast NMS), "traditional"
+    # (the reference's greedy NMS) or "batched" (torchvision's batched_nms on the same candidates).
     _C.MODEL.YOLACT.TEST.NMS_TYPE = "fast"
     # Priors whose best foreground class score is not above this are dropped before NMS.
     _C.MODEL.YOLACT.TEST.SCORE_THRESH = 0.05

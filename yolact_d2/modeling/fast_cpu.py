@@ -17,6 +17,7 @@ from yolact_d2.layers import ModulatedDeformConv2d
 __all__ = [
     "fold_batch_norm_",
     "fold_batch_norms_",
+    "cast_conv_parameters_",
     "resolve_fast_cpu_dtype",
     "InferenceCopy",
 ]
@@ -107,14 +108,34 @@ def _state_signature(modules: Iterable[nn.Module]) -> Tuple:
     return tuple((id(t), t.data_ptr(), t._version) for t in tensors)
 
 
+@torch.no_grad()
+def cast_conv_parameters_(module: nn.Module, dtype: torch.dtype) -> None:
+    """
+    Casts the weight and bias of every ``nn.Conv2d`` in ``module`` to ``dtype`` (in place). Under
+    autocast to ``dtype`` this is numerically a no-op (autocast casts conv arguments to it on
+    every call, with the same rounding) that saves those casts.
+    """
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            m.weight.data = m.weight.data.to(dtype)
+            if m.bias is not None:
+                m.bias.data = m.bias.data.to(dtype)
+
+
 class InferenceCopy:
     """
-    A lazily built, folded, channels_last copy of some modules, rebuilt whenever any parameter or
-    buffer of the originals is replaced or modified in place (loading weights, optimizer steps,
-    ``.to(device)``). The copy is held outside the module tree, so it appears in no state dict.
+    A lazily built copy of some modules for the fast CPU path: BatchNorm folded, channels_last
+    weights and, for a reduced-precision autocast, conv parameters stored in that precision. It
+    is rebuilt whenever any parameter or buffer of the originals is replaced or modified in
+    place (loading weights, optimizer steps, ``.to(device)``), and held outside the module tree,
+    so it appears in no state dict.
+
+    Args:
+        autocast_dtype (torch.dtype or None): the autocast dtype the copy runs under.
     """
 
-    def __init__(self):
+    def __init__(self, autocast_dtype: Optional[torch.dtype] = None):
+        self.autocast_dtype = autocast_dtype
         self._signature = None
         self._modules = None
 
@@ -132,8 +153,9 @@ class InferenceCopy:
             self._signature = signature
         return self._modules
 
-    @staticmethod
-    def _build(module: nn.Module) -> nn.Module:
+    def _build(self, module: nn.Module) -> nn.Module:
         clone = copy.deepcopy(module).eval().requires_grad_(False)
         fold_batch_norms_(clone)
+        if self.autocast_dtype is not None:
+            cast_conv_parameters_(clone, self.autocast_dtype)
         return clone.to(memory_format=torch.channels_last)

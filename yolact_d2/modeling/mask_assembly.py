@@ -69,10 +69,11 @@ def crop_masks(masks: torch.Tensor, boxes: torch.Tensor, padding: float = 1) -> 
     y1, y2 = box_crop_bounds(boxes[:, 1], boxes[:, 3], h, padding)
     cols = torch.arange(w, device=masks.device, dtype=x1.dtype)[None, :]
     rows = torch.arange(h, device=masks.device, dtype=y1.dtype)[None, :]
-    inside_x = (cols >= x1[:, None]) & (cols < x2[:, None])  # (n, W)
-    inside_y = (rows >= y1[:, None]) & (rows < y2[:, None])  # (n, H)
-    keep = inside_y[:, :, None] & inside_x[:, None, :]
-    return masks * keep.to(masks.dtype)
+    inside_x = ((cols >= x1[:, None]) & (cols < x2[:, None])).to(masks.dtype)  # (n, W)
+    inside_y = ((rows >= y1[:, None]) & (rows < y2[:, None])).to(masks.dtype)  # (n, H)
+    # Two broadcast products by exact 0/1 factors: the same values as one product by the 2-D
+    # indicator, without materialising it.
+    return (masks * inside_y[:, :, None]).mul_(inside_x[:, None, :])
 
 
 def upsample_masks(

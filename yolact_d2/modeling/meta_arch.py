@@ -1,17 +1,16 @@
 # Copyright (c) yolact_d2 contributors.
 """The YOLACT meta-architecture."""
 import contextlib
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from detectron2.config import configurable
-from detectron2.layers import ShapeSpec
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import Instances
 
-from yolact_d2.layers import NMS_FUNCTIONS
+from yolact_d2.layers import NMS_FUNCTIONS, build_nms
 
 from .backbone.fpn import xavier_init
 from .box_coder import decode_boxes
@@ -129,7 +128,7 @@ class Yolact(nn.Module):
         self.rescore_box = rescore_box
         self.fast_cpu_inference = fast_cpu_inference
         self.fast_cpu_dtype = resolve_fast_cpu_dtype(fast_cpu_dtype)
-        self._inference_copy = InferenceCopy()
+        self._inference_copy = InferenceCopy(self.fast_cpu_dtype)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
@@ -289,6 +288,20 @@ class Yolact(nn.Module):
         ]
         return [{"instances": r} for r in self.inference(outputs, image_sizes)]
 
+    def nms_function(self) -> Callable:
+        """
+        The configured NMS with this model's settings bound, as :func:`detect` calls it:
+        ``nms(boxes (n, 4), scores (C, n)) -> (scores, classes, indices)``.
+        """
+        return build_nms(
+            self.nms_type,
+            iou_threshold=self.nms_threshold,
+            top_k=self.top_k,
+            max_num_detections=self.max_detections_per_image,
+            score_threshold=self.score_threshold,
+            input_size=self.input_size,
+        )
+
     def inference(self, outputs: Dict[str, torch.Tensor], image_sizes) -> List[Instances]:
         """
         Args:
@@ -299,21 +312,10 @@ class Yolact(nn.Module):
             list[Instances]: one per image, at its original size.
         """
         boxes = decode_boxes(outputs["box_deltas"], outputs["priors"], self.box_variances)
-        nms = NMS_FUNCTIONS[self.nms_type]
-        nms_kwargs = {
-            "iou_threshold": self.nms_threshold,
-            "top_k": self.top_k,
-            "max_num_detections": self.max_detections_per_image,
-        }
-        if self.nms_type == "traditional":
-            nms_kwargs.update(score_threshold=self.score_threshold, input_size=self.input_size)
-        elif self.nms_type == "cross_class":
-            nms_kwargs["max_num_detections"] = -1
+        nms = self.nms_function()
         results = []
         for i, image_size in enumerate(image_sizes):
-            detections = detect(
-                outputs["class_logits"][i], boxes[i], nms, self.score_threshold, **nms_kwargs
-            )
+            detections = detect(outputs["class_logits"][i], boxes[i], nms, self.score_threshold)
             results.append(
                 detections_to_instances(
                     detections,

@@ -7,7 +7,70 @@ from detectron2.structures import Boxes, Instances
 
 from .mask_assembly import assemble_masks, box_crop_bounds, crop_masks, upsample_masks
 
-__all__ = ["detect", "detections_to_instances"]
+__all__ = [
+    "detect",
+    "select_candidates",
+    "suppress",
+    "detections_to_instances",
+    "assemble_detection_masks",
+    "paste_detections",
+]
+
+
+def select_candidates(
+    class_logits: torch.Tensor, score_threshold: float
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """
+    The reference's pre-filter: softmax over C + 1 classes, then keep the priors whose best
+    foreground score is above ``score_threshold`` (with all their class scores).
+
+    Args:
+        class_logits (Tensor): (R, C + 1) logits, background first.
+        score_threshold (float): the pre-filter (strict ``>``).
+
+    Returns:
+        scores (Tensor): (C, R) foreground scores of all priors.
+        candidates (Tensor): (n,) int64 indices of the priors that pass.
+    """
+    scores = torch.softmax(class_logits.float(), dim=-1)[:, 1:].t()  # (C, R)
+    candidates = torch.nonzero(scores.max(dim=0).values > score_threshold).flatten()
+    return scores, candidates
+
+
+def suppress(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    candidates: torch.Tensor,
+    nms: Callable,
+    **nms_kwargs,
+) -> Dict[str, torch.Tensor]:
+    """
+    NMS over the candidates of :func:`select_candidates`.
+
+    Args:
+        boxes (Tensor): (R, 4) decoded relative XYXY boxes.
+        scores (Tensor): (C, R) foreground scores.
+        candidates (Tensor): (n,) prior indices.
+        nms (callable): one of :data:`yolact_d2.layers.NMS_FUNCTIONS`.
+        nms_kwargs: forwarded to ``nms``.
+
+    Returns:
+        dict: "scores" (D,), "classes" (D,) in [0, C), "indices" (D,) into the R priors.
+    """
+    candidate_scores = _gather_columns(scores, candidates)
+    kept_scores, classes, order = nms(boxes[candidates].float(), candidate_scores, **nms_kwargs)
+    return {"scores": kept_scores, "classes": classes, "indices": candidates[order]}
+
+
+def _gather_columns(scores: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """
+    ``scores[:, columns]`` as a contiguous tensor. The scores of :func:`select_candidates` are a
+    transposed view of the softmax output, so gathering its rows (contiguous in memory) and
+    transposing is ~4x faster than gathering strided columns; the values are the same.
+    """
+    if scores.dim() == 2 and scores.stride(0) == 1 and scores.stride(1) != 1:
+        return scores.t()[columns].t().contiguous()
+    return scores[:, columns]
 
 
 def detect(
@@ -18,8 +81,7 @@ def detect(
     **nms_kwargs,
 ) -> Dict[str, torch.Tensor]:
     """
-    The reference's ``Detect`` for one image: softmax over C + 1 classes, keep the priors whose
-    best foreground score is above ``score_threshold`` (with all their class scores), then NMS.
+    The reference's ``Detect`` for one image: :func:`select_candidates`, then :func:`suppress`.
 
     Args:
         class_logits (Tensor): (R, C + 1) logits, background first.
@@ -31,10 +93,8 @@ def detect(
     Returns:
         dict: "scores" (D,), "classes" (D,) in [0, C), "indices" (D,) into the R priors.
     """
-    scores = torch.softmax(class_logits.float(), dim=-1)[:, 1:].t()  # (C, R)
-    candidates = torch.nonzero(scores.max(dim=0).values > score_threshold).flatten()
-    kept_scores, classes, order = nms(boxes[candidates].float(), scores[:, candidates], **nms_kwargs)
-    return {"scores": kept_scores, "classes": classes, "indices": candidates[order]}
+    scores, candidates = select_candidates(class_logits, score_threshold)
+    return suppress(boxes, scores, candidates, nms, **nms_kwargs)
 
 
 def _pixel_boxes(boxes: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
@@ -43,6 +103,79 @@ def _pixel_boxes(boxes: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tens
     x1, x2 = box_crop_bounds(boxes[:, 0], boxes[:, 2], width, 0)
     y1, y2 = box_crop_bounds(boxes[:, 1], boxes[:, 3], height, 0)
     return torch.stack([x1, y1, x2, y2], dim=1).long()
+
+
+def assemble_detection_masks(
+    detections: Dict[str, torch.Tensor],
+    boxes: torch.Tensor,
+    coefficients: torch.Tensor,
+    prototypes: torch.Tensor,
+    crop: bool = True,
+    maskiou_net: Optional[torch.nn.Module] = None,
+    rescore_mask: bool = True,
+    rescore_box: bool = False,
+) -> Dict[str, torch.Tensor]:
+    """
+    Masks of the detections at prototype resolution: assembled, cropped by the predicted box
+    there (1 px pad) and, for YOLACT++, re-scored.
+
+    Args:
+        detections (dict): output of :func:`detect`.
+        boxes (Tensor): (R, 4) relative XYXY boxes of all priors.
+        coefficients (Tensor): (R, k) mask coefficients of all priors.
+        prototypes (Tensor): (k, h, w) prototypes of the image.
+        crop (bool): crop masks by their boxes.
+        maskiou_net (nn.Module or None): YOLACT++ re-scoring network.
+        rescore_mask, rescore_box (bool): which scores the predicted mask IoU multiplies.
+
+    Returns:
+        dict: "masks" (D, h, w) soft masks, "boxes" (D, 4) relative XYXY, "scores" (D,),
+        "classes" (D,), and "mask_scores" (D,) for YOLACT++.
+    """
+    idx = detections["indices"]
+    rel_boxes = boxes[idx].float()
+    scores, classes = detections["scores"], detections["classes"]
+    masks = assemble_masks(prototypes.float(), coefficients[idx].float())
+    if crop:
+        masks = crop_masks(masks, rel_boxes)
+    result = {"masks": masks, "boxes": rel_boxes, "scores": scores, "classes": classes}
+    if maskiou_net is not None:
+        predicted_iou = maskiou_net(masks[:, None]).gather(1, classes[:, None]).squeeze(1)
+        result["mask_scores"] = scores
+        if rescore_mask:
+            result["mask_scores"] = scores * predicted_iou
+            if rescore_box:
+                result["scores"] = result["mask_scores"]
+    return result
+
+
+def paste_detections(
+    assembled: Dict[str, torch.Tensor], image_size: Tuple[int, int], mask_threshold: float = 0.5
+) -> Instances:
+    """
+    Detectron2 ``Instances`` at the original image size: masks stretched to ``image_size`` and
+    thresholded, boxes as integer pixel coordinates; detections whose box has zero area are
+    dropped, as the reference's COCO output does.
+
+    Args:
+        assembled (dict): output of :func:`assemble_detection_masks`.
+        image_size (tuple[int, int]): (H, W) of the original image.
+        mask_threshold (float): binarisation threshold.
+
+    Returns:
+        Instances: ``pred_boxes`` (Boxes), ``scores``, ``pred_classes``, ``pred_masks``
+        (D, H, W) bool, and for YOLACT++ ``mask_scores``.
+    """
+    pixel_boxes = _pixel_boxes(assembled["boxes"], image_size)
+    valid = (pixel_boxes[:, 2] > pixel_boxes[:, 0]) & (pixel_boxes[:, 3] > pixel_boxes[:, 1])
+    result = Instances(image_size)
+    result.pred_boxes = Boxes(pixel_boxes[valid].float())
+    result.scores = assembled["scores"][valid]
+    result.pred_classes = assembled["classes"][valid]
+    result.pred_masks = upsample_masks(assembled["masks"][valid], image_size, mask_threshold)
+    if "mask_scores" in assembled:
+        result.mask_scores = assembled["mask_scores"][valid]
+    return result
 
 
 def detections_to_instances(
@@ -58,11 +191,8 @@ def detections_to_instances(
     rescore_box: bool = False,
 ) -> Instances:
     """
-    Turns the detections of one image into Detectron2 ``Instances`` at the original image size.
-
-    Masks are assembled at prototype resolution, cropped by the predicted box there (1 px pad),
-    stretched to ``image_size`` and thresholded. Boxes become integer pixel coordinates and
-    detections whose box has zero area are dropped, as the reference's COCO output does.
+    Turns the detections of one image into Detectron2 ``Instances`` at the original image size:
+    :func:`assemble_detection_masks`, then :func:`paste_detections`.
 
     Args:
         detections (dict): output of :func:`detect`.
@@ -79,26 +209,14 @@ def detections_to_instances(
         Instances: ``pred_boxes`` (Boxes), ``scores``, ``pred_classes``, ``pred_masks``
         (D, H, W) bool, and for YOLACT++ ``mask_scores``.
     """
-    idx = detections["indices"]
-    rel_boxes = boxes[idx].float()
-    scores, classes = detections["scores"], detections["classes"]
-    masks = assemble_masks(prototypes.float(), coefficients[idx].float())
-    if crop:
-        masks = crop_masks(masks, rel_boxes)
-    mask_scores = scores
-    if maskiou_net is not None:
-        predicted_iou = maskiou_net(masks[:, None]).gather(1, classes[:, None]).squeeze(1)
-        if rescore_mask:
-            mask_scores = scores * predicted_iou
-            if rescore_box:
-                scores = mask_scores
-    pixel_boxes = _pixel_boxes(rel_boxes, image_size)
-    valid = (pixel_boxes[:, 2] > pixel_boxes[:, 0]) & (pixel_boxes[:, 3] > pixel_boxes[:, 1])
-    result = Instances(image_size)
-    result.pred_boxes = Boxes(pixel_boxes[valid].float())
-    result.scores = scores[valid]
-    result.pred_classes = classes[valid]
-    result.pred_masks = upsample_masks(masks[valid], image_size, mask_threshold)
-    if maskiou_net is not None:
-        result.mask_scores = mask_scores[valid]
-    return result
+    assembled = assemble_detection_masks(
+        detections,
+        boxes,
+        coefficients,
+        prototypes,
+        crop=crop,
+        maskiou_net=maskiou_net,
+        rescore_mask=rescore_mask,
+        rescore_box=rescore_box,
+    )
+    return paste_detections(assembled, image_size, mask_threshold)

@@ -1,0 +1,265 @@
+# Copyright (c) yolact_d2 contributors.
+"""Tests of the benchmark package and of tools/benchmark.py and tools/benchmark_nms.py."""
+import csv
+import importlib.util
+import math
+import os
+import time
+import numpy as np
+import pytest
+import torch
+
+from detectron2.structures import Boxes, Instances
+
+from yolact_d2.benchmark import (
+    NMS_METHODS,
+    STAGES,
+    MaskAgreement,
+    YolactStageProfiler,
+    benchmark_nms,
+    build_predictor,
+    clustered_candidates,
+    config_label,
+    default_image_dir,
+    image_files,
+    load_config,
+    load_images,
+    markdown_table,
+    match_detections,
+    parse_config_spec,
+    plot_speed_vs_ap,
+    random_objects,
+    synthetic_candidate_sets,
+    yolact_priors,
+)
+
+from common import REPO_ROOT
+
+MASK_RCNN = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
+# Small inputs keep the end-to-end runs short: YOLACT at 192 x 192, Mask R-CNN at short side 128
+# (the resize also applies before YOLACT's own resize, which is harmless here).
+TINY_OPTS = [
+    "MODEL.YOLACT.INPUT_SIZE", "192",
+    "INPUT.MIN_SIZE_TEST", "128",
+    "INPUT.MAX_SIZE_TEST", "192",
+]  # fmt: skip
+
+
+def _load_tool(name):
+    spec = importlib.util.spec_from_file_location(
+        name, os.path.join(REPO_ROOT, "tools", name + ".py")
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def two_images():
+    return load_images(image_files(default_image_dir(), 2))
+
+
+def test_benchmark_tool_end_to_end(tmp_path, two_images):
+    tool = _load_tool("benchmark")
+    weights = tmp_path / "random_yolact.pth"
+    predictor = build_predictor("yolact_R_50_FPN_550.yaml", opts=TINY_OPTS)
+    torch.save({"model": predictor.model.state_dict()}, weights)
+    args = tool.get_parser().parse_args(
+        ["--configs", "yolact_R_50_FPN_550.yaml", MASK_RCNN, "--num-images", "2",
+         "--warmup", "1", "--precision", "fp32", "bf16", "fast", "--threads", "1",
+         "--iou-images", "1", "--eval-weights", str(weights), "none", "--eval-images", "2",
+         "--output", str(tmp_path / "out"), "--", *TINY_OPTS]
+    )  # fmt: skip
+    rows = tool.main(args)
+    # YOLACT in three precisions, Mask R-CNN in two ("fast" is YOLACT's path only).
+    assert [(r["config"], r["precision"]) for r in rows] == [
+        ("yolact_R_50_FPN_550", "fp32"),
+        ("yolact_R_50_FPN_550", "bf16"),
+        ("yolact_R_50_FPN_550", "fast"),
+        ("mask_rcnn_R_50_FPN_1x", "fp32"),
+        ("mask_rcnn_R_50_FPN_1x", "bf16"),
+    ]
+    out = tmp_path / "out"
+    assert (out / "speed_vs_ap.png").stat().st_size > 0
+    with open(out / "results.csv") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == 5
+    for column in [
+        "median_ms",
+        "p90_ms",
+        "images_per_s",
+        "peak_rss_mb",
+        "params_m",
+        "gflops",
+        "speedup_vs_fp32",
+        "speedup_vs_baseline",
+        "mask_iou_vs_fp32",
+        "mask_ap",
+        "box_ap",
+        "stage_nms_ms",
+        "postprocess_pct",
+        "detections_per_image",
+    ]:
+        assert column in table[0], column
+    yolact, mask_rcnn = table[0], table[3]
+    assert float(yolact["gflops"]) > 0 and float(mask_rcnn["gflops"]) > 0
+    assert float(yolact["params_m"]) > 20 and float(mask_rcnn["params_m"]) > 40
+    assert not math.isnan(float(yolact["mask_ap"]))  # evaluated with the saved weights
+    assert mask_rcnn["mask_ap"] in ("", "nan")  # no weights: no AP
+    assert 0 <= float(table[1]["mask_iou_vs_fp32"]) <= 1
+    assert float(mask_rcnn["speedup_vs_baseline"]) == pytest.approx(1.0)
+    markdown = (out / "results.md").read_text()
+    assert "| config | precision |" in markdown and "| backbone+FPN |" in markdown
+
+
+def test_stage_breakdown_reproduces_the_predictor_and_sums_to_the_total(two_images):
+    predictor = build_predictor("yolact_R_50_FPN_550.yaml", opts=TINY_OPTS)
+    profiler = YolactStageProfiler(predictor)
+    for image in two_images:
+        expected = predictor(image)["instances"]
+        start = time.perf_counter()
+        (got,), seconds, (num_candidates,) = profiler([image])
+        wall = time.perf_counter() - start
+        assert set(seconds) == set(STAGES) and all(s > 0 for s in seconds.values())
+        # The stages cover the profiled call (only Python glue between them is not counted).
+        assert 0.9 * wall <= sum(seconds.values()) <= wall
+        assert num_candidates > 0
+        for field in ["scores", "pred_classes", "pred_masks"]:
+            assert torch.equal(got.get(field), expected.get(field)), field
+        assert torch.equal(got.pred_boxes.tensor, expected.pred_boxes.tensor)
+    # And approximately the predictor's end-to-end time (noisy on a shared machine).
+    runs = []
+    for _ in range(3):
+        start = time.perf_counter()
+        predictor(two_images[0])
+        runs.append(time.perf_counter() - start)
+    profiled = [sum(profiler([two_images[0]])[1].values()) for _ in range(3)]
+    assert 0.5 < np.median(profiled) / np.median(runs) < 2.0
+
+
+def test_nms_benchmark_on_a_small_candidate_set():
+    cfg = load_config("yolact_R_50_FPN_550.yaml", ["MODEL.YOLACT.INPUT_SIZE", "128"])
+    priors = yolact_priors(cfg)
+    assert priors.shape == (3 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1), 4)
+    objects = random_objects(3, torch.Generator().manual_seed(0), num_classes=5)
+    sets = synthetic_candidate_sets(priors, objects, num_classes=5)
+    assert all(s.scores.shape == (5, len(priors)) and len(s.candidates) > 0 for s in sets)
+    rows = benchmark_nms(sets, repeats=1, nms_settings={"top_k": 50, "input_size": 128})
+    assert [r["method"] for r in rows] == list(NMS_METHODS)
+    fast, traditional, cross_class, batched = rows
+    assert fast["only_method_per_image"] == fast["only_fast_per_image"] == 0
+    assert fast["time_vs_fast"] == 1 and all(r["median_ms"] > 0 for r in rows)
+    # Greedy NMS keeps a superset of Fast NMS's boxes before the 100-detection cap.
+    assert (
+        batched["kept_per_image"] >= fast["kept_per_image"] - 1e-9
+        or batched["kept_per_image"] == 100
+    )
+    assert "| Fast NMS |" in markdown_table(rows, [("method", "method", "s")])
+
+
+def test_clustered_candidates_score_objects_above_background():
+    cfg = load_config("yolact_R_50_FPN_550.yaml")
+    priors = yolact_priors(cfg)
+    objects = torch.tensor([[0.2, 0.2, 0.6, 0.7]]), torch.tensor([17])
+    boxes, logits = clustered_candidates(priors, *objects, torch.Generator().manual_seed(0))
+    scores = torch.softmax(logits, dim=1)
+    best = scores[:, 1:].max(dim=0).values.argmax()
+    assert best == 17  # the object's class holds the highest score
+    assert boxes.shape == (len(priors), 4)
+
+
+def test_nms_tool_runs(tmp_path):
+    tool = _load_tool("benchmark_nms")
+    args = tool.get_parser().parse_args(
+        ["--num-images", "2", "--repeats", "1", "--threads", "1", "--output", str(tmp_path)]
+    )
+    rows = tool.main(args)
+    assert len(rows) == 4 and (tmp_path / "nms_results.csv").exists()
+    assert "| method |" in (tmp_path / "nms_results.md").read_text()
+    assert all(math.isnan(r.get("mask_ap", float("nan"))) for r in rows)  # no weights, no AP
+
+
+def test_nms_tool_reports_ap_per_method_with_weights(tmp_path):
+    tool = _load_tool("benchmark_nms")
+    weights = tmp_path / "random_yolact.pth"
+    predictor = build_predictor("yolact_R_50_FPN_550.yaml", opts=["MODEL.YOLACT.INPUT_SIZE", "160"])
+    torch.save({"model": predictor.model.state_dict()}, weights)
+    args = tool.get_parser().parse_args(
+        ["--source", "model", "--num-images", "1", "--repeats", "1", "--threads", "1",
+         "--weights", str(weights), "--eval-images", "2", "--output", str(tmp_path / "out"),
+         "MODEL.YOLACT.INPUT_SIZE", "160"]
+    )  # fmt: skip
+    rows = tool.main(args)
+    assert all(0 <= r["mask_ap"] <= 100 and 0 <= r["box_ap"] <= 100 for r in rows)
+
+
+def _instances(boxes, classes, scores, masks):
+    result = Instances((8, 8))
+    result.pred_boxes = Boxes(torch.tensor(boxes, dtype=torch.float32))
+    result.pred_classes = torch.tensor(classes)
+    result.scores = torch.tensor(scores)
+    result.pred_masks = masks
+    return result
+
+
+def test_mask_agreement_matches_by_class_and_box():
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[0, :4, :4] = True
+    masks[1, 4:, 4:] = True
+    reference = _instances([[0, 0, 4, 4], [4, 4, 8, 8]], [1, 2], [0.9, 0.8], masks)
+    shifted = masks.clone()
+    shifted[0, :4, :2] = False  # half of the first mask
+    other = _instances(
+        [[4, 4, 8, 8], [0, 0, 4, 4], [0, 0, 4, 4]],
+        [2, 1, 3],
+        [0.8, 0.9, 0.5],
+        torch.cat([shifted[1:], shifted[:1], shifted[:1]]),
+    )
+    assert match_detections(reference, other) == [(0, 1), (1, 0)]
+    agreement = MaskAgreement()
+    agreement.add(reference, other)
+    assert agreement.mean_iou == pytest.approx((0.5 + 1.0) / 2)
+    assert agreement.matched_fraction == 1.0
+
+
+def test_plot_with_and_without_ap(tmp_path):
+    rows = [
+        {"config": "a", "precision": "fp32", "threads": 1, "images_per_s": 2.0, "median_ms": 500.0,
+         "mask_ap": 29.8},
+        {"config": "b", "precision": "fp32", "threads": 1, "images_per_s": 1.0, "median_ms": 1000.0,
+         "mask_ap": float("nan")},
+    ]  # fmt: skip
+    plot_speed_vs_ap(rows, str(tmp_path / "ap.png"))
+    plot_speed_vs_ap(rows[1:], str(tmp_path / "speed.png"))
+    assert (tmp_path / "ap.png").stat().st_size > 0 and (tmp_path / "speed.png").stat().st_size > 0
+
+
+def test_config_specs_with_their_own_overrides():
+    spec = MASK_RCNN + "::MODEL.ROI_HEADS.SCORE_THRESH_TEST=0.0,MODEL.PIXEL_STD=(1.0, 2.0, 3.0)"
+    assert parse_config_spec(spec) == (
+        MASK_RCNN,
+        ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0", "MODEL.PIXEL_STD", "(1.0, 2.0, 3.0)"],
+        ["SCORE_THRESH_TEST=0.0", "PIXEL_STD=(1.0, 2.0, 3.0)"],
+    )
+    assert (
+        config_label(spec)
+        == "mask_rcnn_R_50_FPN_1x[SCORE_THRESH_TEST=0.0,PIXEL_STD=(1.0, 2.0, 3.0)]"
+    )
+    cfg = load_config(spec, ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.2"])  # global opts last
+    assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0.2 and list(cfg.MODEL.PIXEL_STD) == [
+        1.0,
+        2.0,
+        3.0,
+    ]
+    assert config_label("configs/yolact_R_50_FPN_550.yaml") == "yolact_R_50_FPN_550"
+    with pytest.raises(ValueError):
+        parse_config_spec(MASK_RCNN + "::MODEL.ROI_HEADS")
+
+
+def test_full_workload_preset_gives_mask_rcnn_a_trained_models_detection_count(two_images):
+    spec = MASK_RCNN + "::full_workload"
+    assert config_label(spec) == "mask_rcnn_R_50_FPN_1x[full_workload]"
+    small = ["INPUT.MIN_SIZE_TEST", "128", "INPUT.MAX_SIZE_TEST", "192"]
+    plain = build_predictor(MASK_RCNN, opts=small)(two_images[0])["instances"]
+    full = build_predictor(spec, opts=small)(two_images[0])["instances"]
+    assert len(plain) < 100 and len(full) == 100

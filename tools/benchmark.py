@@ -1,0 +1,203 @@
+#!/usr/bin/env python
+# Copyright (c) yolact_d2 contributors.
+"""
+Side-by-side inference benchmark of YOLACT and Detectron2 configs on the same real images.
+
+Example: YOLACT-550 R50 against Mask R-CNN R50-FPN 1x, both as configured and with the
+"full_workload" preset (random weights leave Mask R-CNN's ROI heads almost idle; the preset
+gives it a trained model's 1000 proposals and 100 detections), in fp32, bf16 and YOLACT's fast
+CPU path, on 2 threads::
+
+    python tools/benchmark.py --configs yolact_R_50_FPN_550.yaml \\
+        COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml \\
+        COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml::full_workload \\
+        --precision fp32 bf16 fast --threads 2 --output output/benchmark
+
+Prints a Markdown table (and YOLACT's stage breakdown), writes ``results.csv``,
+``results.md`` and ``speed_vs_ap.png`` to ``--output``.
+"""
+import argparse
+import json
+import os
+import platform
+import torch
+
+from detectron2.utils.logger import setup_logger
+
+import yolact_d2  # noqa: F401  (registers the YOLACT meta-architecture and datasets)
+from yolact_d2.benchmark import (
+    PRECISIONS,
+    STAGE_COLUMNS,
+    SUMMARY_COLUMNS,
+    BenchmarkSettings,
+    add_relative_speed,
+    benchmark_config,
+    config_label,
+    cpu_load,
+    dataset_image_files,
+    dataset_objects,
+    default_image_dir,
+    image_files,
+    is_yolact,
+    load_config,
+    load_images,
+    markdown_table,
+    plot_speed_vs_ap,
+    write_csv,
+)
+
+DEFAULT_CONFIGS = [
+    "yolact_R_50_FPN_550.yaml",
+    "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml",
+    "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml::full_workload",
+]
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--configs",
+        nargs="+",
+        default=DEFAULT_CONFIGS,
+        metavar="CONFIG",
+        help="config files, names under configs/ or Detectron2 model-zoo names, each optionally "
+        "followed by its own overrides as ::KEY=VALUE,KEY=VALUE",
+    )
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--images", metavar="DIR", help="image folder (default: tiny_coco val2017)")
+    source.add_argument("--dataset", metavar="NAME", help="registered dataset to take images from")
+    parser.add_argument("--num-images", type=int, default=50, help="images timed per run")
+    parser.add_argument("--warmup", type=int, default=3, help="untimed batches first")
+    parser.add_argument(
+        "--precision",
+        nargs="+",
+        default=["fp32"],
+        choices=PRECISIONS,
+        help="fp32; bf16 (autocast; YOLACT: fast CPU path in bf16); fast "
+        "(YOLACT's fast CPU path as configured)",
+    )
+    parser.add_argument(
+        "--threads",
+        nargs="+",
+        type=int,
+        default=[torch.get_num_threads()],
+        help="torch.set_num_threads values to run",
+    )
+    parser.add_argument("--batch-size", type=int, default=1, help="images per model call")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--eval-weights",
+        nargs="+",
+        metavar="WEIGHTS",
+        help="one checkpoint per config ('none' to skip) to report AP with",
+    )
+    parser.add_argument("--eval-dataset", default="tiny_coco_val", help="registered dataset for AP")
+    parser.add_argument("--eval-images", type=int, help="evaluate AP on the first N images only")
+    parser.add_argument(
+        "--baseline",
+        help="config label the speed-up column is relative to "
+        "(default: the first non-YOLACT config)",
+    )
+    parser.add_argument(
+        "--iou-images",
+        type=int,
+        default=10,
+        help="images on which bf16/fast masks are compared with fp32 masks",
+    )
+    parser.add_argument("--no-stages", action="store_true", help="skip YOLACT's stage timing")
+    parser.add_argument(
+        "--synthetic-dataset",
+        default="tiny_coco_val",
+        help="also time YOLACT's post-processing on detector-like outputs around "
+        "this dataset's ground truth for the same images ('none' to skip)",
+    )
+    parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument("--output", default="output/benchmark", help="output folder")
+    parser.add_argument(
+        "opts",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="KEY VALUE config pairs applied to every config (after '--' when "
+        "they follow an option taking several values)",
+    )
+    return parser
+
+
+def _weights_per_config(args):
+    if not args.eval_weights:
+        return [None] * len(args.configs)
+    if len(args.eval_weights) != len(args.configs):
+        raise SystemExit("--eval-weights needs one entry per config ('none' to skip one)")
+    return [None if w.lower() == "none" else w for w in args.eval_weights]
+
+
+def _default_baseline(configs):
+    others = [c for c in configs if not is_yolact(load_config(c))]
+    return config_label(others[0]) if others else None
+
+
+def main(args) -> list:
+    args.opts = [o for o in args.opts if o != "--"]
+    logger = setup_logger(name="yolact_d2")
+    os.makedirs(args.output, exist_ok=True)
+    if args.dataset:
+        files = dataset_image_files(args.dataset, args.num_images)
+    else:
+        files = image_files(args.images or default_image_dir(), args.num_images)
+    images = load_images(files)
+    logger.info(f"{len(images)} images; load average before: {cpu_load()}")
+    objects = None
+    if args.synthetic_dataset.lower() != "none" and not args.no_stages:
+        objects = dataset_objects(args.synthetic_dataset, files=files)
+    weights = _weights_per_config(args)
+    rows = []
+    for threads in args.threads:
+        torch.set_num_threads(threads)
+        settings = BenchmarkSettings(
+            warmup=args.warmup,
+            batch_size=args.batch_size,
+            threads=threads,
+            device=args.device,
+            seed=args.seed,
+            stages=not args.no_stages,
+            flops=not args.no_flops,
+            iou_images=args.iou_images,
+            opts=args.opts,
+            output_dir=args.output,
+            eval_dataset=args.eval_dataset,
+            eval_images=args.eval_images,
+            synthetic_objects=objects,
+        )
+        for config, config_weights in zip(args.configs, weights):
+            rows += benchmark_config(config, args.precision, images, settings, config_weights)
+    add_relative_speed(rows, args.baseline or _default_baseline(args.configs))
+    _report(args, rows, logger)
+    return rows
+
+
+def _report(args, rows, logger) -> None:
+    environment = (
+        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+        f"{os.cpu_count()} CPUs, load average after: {cpu_load()}"
+    )
+    summary = markdown_table(rows, SUMMARY_COLUMNS)
+    stage_rows = [r for r in rows if "stage_sum_ms" in r]
+    stages = markdown_table(stage_rows, STAGE_COLUMNS) if stage_rows else ""
+    text = "\n\n".join(t for t in [summary, stages, environment] if t)
+    print(text)
+    with open(os.path.join(args.output, "results.md"), "w") as f:
+        f.write(text + "\n")
+    write_csv(rows, os.path.join(args.output, "results.csv"))
+    with open(os.path.join(args.output, "command.json"), "w") as f:
+        json.dump(vars(args), f, indent=2)
+    plot_speed_vs_ap(
+        rows,
+        os.path.join(args.output, "speed_vs_ap.png"),
+        title=f"{rows[0]['images'] if rows else 0} images, {environment}",
+    )
+    logger.info(f"wrote results.md, results.csv and speed_vs_ap.png to {args.output}")
+
+
+if __name__ == "__main__":
+    main(get_parser().parse_args())

@@ -1,0 +1,267 @@
+# Copyright (c) yolact_d2 contributors.
+"""
+Configs and predictors for benchmarks: this project's YOLACT configs and Detectron2 model-zoo
+configs side by side, in fp32, bf16 or the fast CPU path.
+"""
+import contextlib
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+import numpy as np
+import torch
+
+from detectron2 import model_zoo
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.config import CfgNode, get_cfg
+from detectron2.engine import DefaultPredictor
+
+from yolact_d2.config import add_yolact_config
+
+__all__ = [
+    "PRECISIONS",
+    "CONFIG_PRESETS",
+    "resolve_config_file",
+    "parse_config_spec",
+    "load_config",
+    "is_yolact",
+    "config_label",
+    "input_description",
+    "supported_precisions",
+    "BenchmarkPredictor",
+    "build_predictor",
+    "load_weights",
+]
+
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# "fp32": the default model; "bf16": bfloat16 autocast (for YOLACT its fast CPU path with
+# FAST_CPU_DTYPE "bfloat16"); "fast": YOLACT's fast CPU path as configured by default
+# (FAST_CPU_DTYPE "auto"), not defined for other models.
+PRECISIONS = ("fp32", "bf16", "fast")
+
+
+def resolve_config_file(name: str) -> str:
+    """
+    Finds a config by path, by name under this repository's ``configs/``, or as a Detectron2
+    model-zoo name (e.g. "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml").
+
+    Returns:
+        str: the config file's path.
+    """
+    for path in (name, os.path.join(_REPO_ROOT, "configs", name)):
+        if os.path.isfile(path):
+            return path
+    try:
+        return model_zoo.get_config_file(name)
+    except RuntimeError as e:
+        raise FileNotFoundError(
+            f"{name!r} is neither a file, nor in {os.path.join(_REPO_ROOT, 'configs')}, nor a "
+            "Detectron2 model-zoo config"
+        ) from e
+
+
+# Named overrides usable in config specs ("CONFIG::full_workload").
+CONFIG_PRESETS = {
+    # With random weights Mask R-CNN's RPN proposes a handful of exploded boxes and every class
+    # scores below 0.05, which skips most of its ROI heads. Near-zero box regression (proposals
+    # are anchors, detections are proposals) and no score threshold restore a trained model's
+    # workload: 1000 proposals through the box head and 100 detections through the mask head.
+    "full_workload": [
+        "MODEL.RPN.BBOX_REG_WEIGHTS", "(1e6, 1e6, 1e6, 1e6)",
+        "MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS", "(1e6, 1e6, 1e6, 1e6)",
+        "MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.0",
+    ],  # fmt: skip
+}
+
+
+def _split_top_level(text: str) -> List[str]:
+    """Splits at commas outside brackets, so that values may be tuples or lists."""
+    parts, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += char in "([" and 1 or 0
+        depth -= char in ")]" and 1 or 0
+        if char == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return [p for p in parts if p]
+
+
+def parse_config_spec(spec: str) -> Tuple[str, List[str], List[str]]:
+    """
+    Splits "CONFIG" or "CONFIG::ITEM,ITEM" where an item is KEY=VALUE (VALUE may be a tuple)
+    or the name of a :data:`CONFIG_PRESETS` entry; the overrides apply to this config only, e.g.
+    "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml::MODEL.ROI_HEADS.SCORE_THRESH_TEST=0.0".
+
+    Returns:
+        (str, list[str], list[str]): the config name, its KEY VALUE overrides, and short
+        descriptions of them for labels.
+    """
+    name, _, overrides = spec.partition("::")
+    opts, descriptions = [], []
+    for item in _split_top_level(overrides):
+        if item in CONFIG_PRESETS:
+            opts += CONFIG_PRESETS[item]
+            descriptions.append(item)
+            continue
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(
+                f"config override {item!r} in {spec!r} is neither KEY=VALUE nor one of "
+                f"{sorted(CONFIG_PRESETS)}"
+            )
+        opts += [key, value]
+        descriptions.append(f"{key.split('.')[-1]}={value}")
+    return name, opts, descriptions
+
+
+def load_config(spec: str, opts: Sequence[str] = (), device: str = "cpu") -> CfgNode:
+    """
+    A config with YOLACT's options added (harmless for other models), no weights (random
+    initialisation) and the given device; the spec's own overrides (see
+    :func:`parse_config_spec`) and then ``opts`` are applied last.
+
+    Args:
+        spec (str): see :func:`resolve_config_file` and :func:`parse_config_spec`.
+        opts (list[str]): KEY VALUE pairs.
+        device (str): "cpu" or "cuda".
+    """
+    name, spec_opts, _ = parse_config_spec(spec)
+    cfg = get_cfg()
+    add_yolact_config(cfg)
+    cfg.merge_from_file(resolve_config_file(name))
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.DEVICE = device
+    cfg.merge_from_list(spec_opts + list(opts))
+    return cfg
+
+
+def is_yolact(cfg: CfgNode) -> bool:
+    return cfg.MODEL.META_ARCHITECTURE == "Yolact"
+
+
+def config_label(spec: str) -> str:
+    """
+    The config's file name without ".yaml", with the spec's overrides as short KEY=VALUE or
+    preset names, e.g. "mask_rcnn_R_50_FPN_1x" or "mask_rcnn_R_50_FPN_1x[full_workload]".
+    """
+    name, _, descriptions = parse_config_spec(spec)
+    label = os.path.splitext(os.path.basename(name))[0]
+    return label + ("[" + ",".join(descriptions) + "]" if descriptions else "")
+
+
+def input_description(cfg: CfgNode) -> str:
+    """How the model sizes its input, e.g. "550x550" or "short 800, max 1333"."""
+    if is_yolact(cfg):
+        size = cfg.MODEL.YOLACT.INPUT_SIZE
+        return f"{size}x{size}"
+    return f"short {cfg.INPUT.MIN_SIZE_TEST}, max {cfg.INPUT.MAX_SIZE_TEST}"
+
+
+def supported_precisions(cfg: CfgNode) -> Tuple[str, ...]:
+    """The :data:`PRECISIONS` that apply: "fast" is YOLACT's fast CPU path only."""
+    if is_yolact(cfg) and cfg.MODEL.DEVICE == "cpu":
+        return PRECISIONS
+    return ("fp32", "bf16")
+
+
+def _precision_opts(cfg: CfgNode, precision: str) -> List:
+    if precision not in supported_precisions(cfg):
+        raise ValueError(
+            f"precision {precision!r} does not apply to {cfg.MODEL.META_ARCHITECTURE} on "
+            f"{cfg.MODEL.DEVICE}; use one of {supported_precisions(cfg)}"
+        )
+    if not is_yolact(cfg):
+        return []
+    if precision == "fp32":
+        return ["MODEL.YOLACT.FAST_CPU_INFERENCE", False]
+    dtype = "bfloat16" if precision == "bf16" else "auto"
+    return ["MODEL.YOLACT.FAST_CPU_INFERENCE", True, "MODEL.YOLACT.FAST_CPU_DTYPE", dtype]
+
+
+class BenchmarkPredictor(DefaultPredictor):
+    """
+    :class:`DefaultPredictor` (whose ``__call__`` is timed unchanged) that can also run a batch,
+    and that applies bf16 autocast around the model where its precision asks for it: for
+    Detectron2 models in "bf16", and for any model on CUDA in "bf16" (YOLACT's own fast path is
+    CPU-only).
+    """
+
+    def __init__(self, cfg: CfgNode, precision: str = "fp32"):
+        super().__init__(cfg)
+        self.precision = precision
+        self.device = torch.device(cfg.MODEL.DEVICE)
+        self._external_autocast = precision == "bf16" and (
+            not is_yolact(cfg) or self.device.type == "cuda"
+        )
+
+    def autocast(self):
+        """The autocast context the model runs under (a no-op unless needed)."""
+        if self._external_autocast:
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def __call__(self, original_image: np.ndarray) -> Dict:
+        with self.autocast():
+            return super().__call__(original_image)
+
+    def prepare(self, original_image: np.ndarray) -> Dict:
+        """
+        The model input DefaultPredictor builds from a BGR image: channel order of
+        ``INPUT.FORMAT``, test-time resize, (C, H, W) float32 tensor and the original size.
+        """
+        if self.input_format == "RGB":
+            original_image = original_image[:, :, ::-1]
+        height, width = original_image.shape[:2]
+        image = self.aug.get_transform(original_image).apply_image(original_image)
+        image = torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
+        return {"image": image, "height": height, "width": width}
+
+    def predict_batch(self, original_images: Sequence[np.ndarray]) -> List[Dict]:
+        """
+        Args:
+            original_images (list[np.ndarray]): (H, W, 3) BGR images.
+
+        Returns:
+            list[dict]: the model's outputs, one per image.
+        """
+        with torch.no_grad(), self.autocast():
+            return self.model([self.prepare(image) for image in original_images])
+
+
+def load_weights(model: torch.nn.Module, path: str, yolact: bool) -> None:
+    """Loads ``path`` with the project's checkpointer for YOLACT, Detectron2's otherwise."""
+    if yolact:
+        from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
+
+        YolactCheckpointer(model).load(path)
+    else:
+        DetectionCheckpointer(model).load(path)
+
+
+def build_predictor(
+    name: str,
+    precision: str = "fp32",
+    device: str = "cpu",
+    opts: Sequence[str] = (),
+    weights: Optional[str] = None,
+    seed: int = 0,
+) -> BenchmarkPredictor:
+    """
+    Builds a predictor whose random initialisation is seeded (so that every precision of a
+    config gets the same weights) and loads ``weights`` if given.
+
+    Args:
+        name (str): config (see :func:`resolve_config_file`).
+        precision (str): one of :data:`PRECISIONS`.
+        device (str): "cpu" or "cuda".
+        opts (list[str]): extra KEY VALUE config pairs.
+        weights (str or None): checkpoint to load.
+        seed (int): seed of the random initialisation.
+    """
+    cfg = load_config(name, opts, device)
+    cfg.merge_from_list(_precision_opts(cfg, precision))
+    torch.manual_seed(seed)
+    predictor = BenchmarkPredictor(cfg, precision)
+    if weights:
+        load_weights(predictor.model, weights, is_yolact(cfg))
+    return predictor

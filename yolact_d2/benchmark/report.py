@@ -1,0 +1,170 @@
+# Copyright (c) yolact_d2 contributors.
+"""Benchmark reports: Markdown tables, CSV, and a speed / mask-AP plot after YOLACT's Figure 1."""
+import csv
+import math
+from typing import Dict, List, Sequence, Tuple
+
+__all__ = [
+    "SUMMARY_COLUMNS",
+    "STAGE_COLUMNS",
+    "NMS_COLUMNS",
+    "format_value",
+    "markdown_table",
+    "write_csv",
+    "plot_speed_vs_ap",
+]
+
+# (row key, header, format) of the main table.
+SUMMARY_COLUMNS: List[Tuple[str, str, str]] = [
+    ("config", "config", "s"),
+    ("precision", "precision", "s"),
+    ("threads", "threads", "d"),
+    ("batch_size", "batch", "d"),
+    ("input", "input", "s"),
+    ("images", "images", "d"),
+    ("detections_per_image", "det/img", ".1f"),
+    ("median_ms", "median ms", ".1f"),
+    ("p90_ms", "p90 ms", ".1f"),
+    ("images_per_s", "img/s", ".2f"),
+    ("peak_rss_mb", "peak RSS MB", ".0f"),
+    ("params_m", "params M", ".1f"),
+    ("gflops", "GFLOPs", ".1f"),
+    ("speedup_vs_fp32", "x vs fp32", ".2f"),
+    ("speedup_vs_baseline", "x vs baseline", ".2f"),
+    ("postprocess_pct", "post-proc %", ".1f"),
+    ("mask_iou_vs_fp32", "mask IoU vs fp32", ".4f"),
+    ("matched_vs_fp32", "matched vs fp32", ".2f"),
+    ("mask_ap", "mask AP", ".1f"),
+    ("box_ap", "box AP", ".1f"),
+]
+
+# YOLACT's stage breakdown (median ms per image).
+STAGE_COLUMNS: List[Tuple[str, str, str]] = [
+    ("config", "config", "s"),
+    ("precision", "precision", "s"),
+    ("threads", "threads", "d"),
+    ("candidates_per_image", "candidates/img", ".0f"),
+    ("stage_preprocess_ms", "preprocess", ".1f"),
+    ("stage_backbone_fpn_ms", "backbone+FPN", ".1f"),
+    ("stage_head_ms", "head", ".1f"),
+    ("stage_protonet_ms", "protonet", ".1f"),
+    ("stage_decode_ms", "decode", ".1f"),
+    ("stage_nms_ms", "NMS", ".1f"),
+    ("stage_mask_assembly_ms", "mask assembly", ".1f"),
+    ("stage_paste_ms", "paste", ".1f"),
+    ("stage_sum_ms", "sum of stages", ".1f"),
+    ("median_ms", "end-to-end median", ".1f"),
+    ("postprocess_ms", "post-proc", ".1f"),
+    ("postprocess_pct", "post-proc %", ".1f"),
+    ("synthetic_candidates_per_image", "synthetic: candidates/img", ".0f"),
+    ("synthetic_detections_per_image", "synthetic: det/img", ".1f"),
+    ("synthetic_stage_nms_ms", "synthetic: NMS", ".1f"),
+    ("synthetic_stage_paste_ms", "synthetic: paste", ".1f"),
+    ("synthetic_postprocess_ms", "synthetic: post-proc", ".1f"),
+    ("synthetic_postprocess_pct", "synthetic: post-proc %", ".1f"),
+]
+
+
+# The NMS comparison (tools/benchmark_nms.py).
+NMS_COLUMNS: List[Tuple[str, str, str]] = [
+    ("method", "method", "s"),
+    ("candidates_per_image", "candidates/img", ".0f"),
+    ("median_ms", "median ms", ".2f"),
+    ("p90_ms", "p90 ms", ".2f"),
+    ("time_vs_fast", "time / Fast NMS", ".2f"),
+    ("kept_per_image", "kept/img", ".1f"),
+    ("only_method_per_image", "kept only here/img", ".1f"),
+    ("only_fast_per_image", "kept only by Fast NMS/img", ".1f"),
+    ("differing_pct", "differing %", ".1f"),
+    ("mask_ap", "mask AP", ".1f"),
+    ("box_ap", "box AP", ".1f"),
+]
+
+
+def format_value(value, fmt: str) -> str:
+    """Formats one cell; missing or NaN values read "n/a"."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    if fmt == "s":
+        return str(value)
+    if fmt == "d":
+        return str(int(value))
+    return format(value, fmt)
+
+
+def markdown_table(rows: Sequence[Dict], columns: Sequence[Tuple[str, str, str]]) -> str:
+    """A GitHub Markdown table of ``rows`` with the given (key, header, format) columns."""
+    lines = ["| " + " | ".join(header for _, header, _ in columns) + " |"]
+    lines.append("|" + "|".join("---" if fmt == "s" else "---:" for _, _, fmt in columns) + "|")
+    for row in rows:
+        cells = [format_value(row.get(key), fmt) for key, _, fmt in columns]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(
+    rows: Sequence[Dict], path: str, columns: Sequence[Tuple[str, str, str]] = ()
+) -> None:
+    """Every key of every row, the keys of ``columns`` first (default: the main tables')."""
+    keys = [k for k, _, _ in (columns or SUMMARY_COLUMNS + STAGE_COLUMNS)]
+    keys = list(dict.fromkeys(keys + [k for row in rows for k in row]))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=keys, restval="")
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _label(row: Dict) -> str:
+    return f"{row['config']} ({row['precision']}, {row['threads']} thr)"
+
+
+def plot_speed_vs_ap(rows: Sequence[Dict], path: str, title: str = "") -> None:
+    """
+    Speed against mask AP, one point per row, as YOLACT's Figure 1 (FPS on x, mask AP on y).
+    Rows without AP cannot be placed: if none has one the figure shows speed bars only and
+    says so; otherwise the rows without AP are named in a note under the axes.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with_ap = [r for r in rows if not math.isnan(r.get("mask_ap", float("nan")))]
+    without_ap = [r for r in rows if r not in with_ap]
+    fig, ax = plt.subplots(figsize=(8, max(3.5, 0.45 * len(rows) + 1.5)))
+    if with_ap:
+        for row in with_ap:
+            ax.scatter(row["images_per_s"], row["mask_ap"], s=60)
+            ax.annotate(
+                _label(row),
+                (row["images_per_s"], row["mask_ap"]),
+                fontsize=8,
+                xytext=(5, 4),
+                textcoords="offset points",
+            )
+        ax.set_xlabel("images / s (end to end, DefaultPredictor)")
+        ax.set_ylabel("mask AP")
+        if without_ap:
+            note = "no mask AP (not plotted): " + "; ".join(_label(r) for r in without_ap)
+            fig.text(0.01, 0.01, note, fontsize=7, wrap=True)
+    else:
+        labels = [_label(r) for r in rows]
+        speeds = [r["images_per_s"] for r in rows]
+        bars = ax.barh(range(len(rows)), speeds, color="tab:blue")
+        ax.set_yticks(range(len(rows)), labels, fontsize=8)
+        ax.invert_yaxis()
+        for bar, row in zip(bars, rows):
+            ax.text(
+                bar.get_width(),
+                bar.get_y() + bar.get_height() / 2,
+                f" {row['median_ms']:.0f} ms",
+                va="center",
+                fontsize=8,
+            )
+        ax.set_xlabel("images / s (end to end, DefaultPredictor)")
+        ax.set_title("mask AP not measured (no weights given): speed only", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
