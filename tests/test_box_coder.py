@@ -44,6 +44,13 @@ def test_encode_exact_values():
     priors = torch.tensor([[0.5, 0.5, 0.2, 0.2]])
     box = torch.tensor([[0.4, 0.5, 0.8, 0.9]])
     expected = torch.tensor(
-        [[(0.6 - 0.5) / (0.1 * 0.2), (0.7 - 0.5) / (0.1 * 0.2), math.log(2) / 0.2, math.log(2) / 0.2]]
+        [
+            [
+                (0.6 - 0.5) / (0.1 * 0.2),
+                (0.7 - 0.5) / (0.1 * 0.2),
+                math.log(2) / 0.2,
+                math.log(2) / 0.2,
+            ]
+        ]
     )
     torch.testing.assert_close(encode_boxes(box, priors), expected)

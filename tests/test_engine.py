@@ -14,7 +14,7 @@ import torch
 import torchvision
 from torch import nn
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.data import DatasetCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.engine import HookBase, default_argument_parser, launch
 from detectron2.modeling import build_model

@@ -41,7 +41,9 @@ def test_matching_thresholds_forced_match_and_crowds():
 
 def test_matching_without_ground_truth_is_all_background():
     priors = torch.tensor([cs(0, 0, 0.5, 0.5), cs(0.5, 0.5, 1, 1)])
-    labels, _ = match_priors(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), torch.zeros(0, 4), priors)
+    labels, _ = match_priors(
+        torch.zeros(0, 4), torch.zeros(0, dtype=torch.long), torch.zeros(0, 4), priors
+    )
     assert labels.tolist() == [0, 0]
 
 
@@ -163,7 +165,10 @@ def test_training_forward_backward_with_plus_model():
     )
     model.train()
     batch = [
-        {"image": torch.randint(0, 256, (3, size, size), dtype=torch.uint8), "instances": _toy_instances(size)},
+        {
+            "image": torch.randint(0, 256, (3, size, size), dtype=torch.uint8),
+            "instances": _toy_instances(size),
+        },
         {
             "image": torch.randint(0, 256, (3, size, size), dtype=torch.uint8),
             "instances": _toy_instances(size)[:0],  # no ground truth at all

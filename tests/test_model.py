@@ -58,7 +58,9 @@ def test_fpn_matches_yolact_definition(r50):
         x4 = x4 + fpn.fpn_lateral4(c["res4"])
         x3 = F.interpolate(x4, size=(69, 69), mode="bilinear", align_corners=False)
         x3 = x3 + fpn.fpn_lateral3(c["res3"])
-        p3, p4, p5 = (F.relu(fpn.__getattr__(f"fpn_output{i}")(t)) for i, t in [(3, x3), (4, x4), (5, x5)])
+        p3, p4, p5 = (
+            F.relu(fpn.__getattr__(f"fpn_output{i}")(t)) for i, t in [(3, x3), (4, x4), (5, x5)]
+        )
         p6 = fpn.top_block.p6(p5)
         p7 = fpn.top_block.p7(p6)
     for name, ref in zip(["p3", "p4", "p5", "p6", "p7"], [p3, p4, p5, p6, p7]):
@@ -162,7 +164,11 @@ def test_full_image_masks_are_not_squeezed_into_boxes():
     protos[0, 5:10, 10:15] = 1.0  # object in rows 5-9, cols 10-14 (prototype pixels)
     coeffs = torch.tensor([[20.0, 0.0]])
     boxes = torch.tensor([[0.5, 0.25, 0.75, 0.5]])  # the object's box, relative
-    dets = {"scores": torch.tensor([0.9]), "classes": torch.tensor([3]), "indices": torch.tensor([0])}
+    dets = {
+        "scores": torch.tensor([0.9]),
+        "classes": torch.tensor([3]),
+        "indices": torch.tensor([0]),
+    }
     inst = detections_to_instances(dets, boxes, coeffs, protos - 0.5 * (protos == 0), (40, 80))
     mask = inst.pred_masks[0]
     ys, xs = torch.nonzero(mask, as_tuple=True)
@@ -186,10 +192,14 @@ def test_zero_area_boxes_are_dropped():
 
 
 def test_batched_inference_matches_single(r50):
-    images = [torch.randint(0, 256, (3, h, w), dtype=torch.uint8) for h, w in [(200, 300), (321, 123)]]
+    images = [
+        torch.randint(0, 256, (3, h, w), dtype=torch.uint8) for h, w in [(200, 300), (321, 123)]
+    ]
     with torch.no_grad():
         batched = r50([{"image": im} for im in images])
         single = [r50([{"image": im}])[0] for im in images]
     for b, s in zip(batched, single):
         assert b["instances"].image_size == s["instances"].image_size
-        torch.testing.assert_close(b["instances"].scores, s["instances"].scores, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            b["instances"].scores, s["instances"].scores, rtol=1e-4, atol=1e-5
+        )

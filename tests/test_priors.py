@@ -50,7 +50,9 @@ def test_priors_match_reference_loop_bit_exactly(config, sizes, count):
     assert priors.shape == (count, 4)
     assert priors.dtype == torch.float32
     p = cfg.MODEL.YOLACT.PRIORS
-    expected = reference_priors(sizes, p.SCALES, p.ASPECT_RATIOS, cfg.MODEL.YOLACT.INPUT_SIZE, p.SQUARE)
+    expected = reference_priors(
+        sizes, p.SCALES, p.ASPECT_RATIOS, cfg.MODEL.YOLACT.INPUT_SIZE, p.SQUARE
+    )
     assert torch.equal(priors, expected)
 
 
@@ -69,7 +71,9 @@ def test_v1_priors_first_and_last_values():
     assert torch.equal(priors[:3], expected_first)
     # The last prior: bottom-right P7 cell (4.5 / 5), side 384 * sqrt(2) / 550.
     side = 384 * math.sqrt(2) / 550
-    assert torch.equal(priors[-1], torch.tensor([0.9, 0.9, side, side], dtype=torch.float64).float())
+    assert torch.equal(
+        priors[-1], torch.tensor([0.9, 0.9, side, side], dtype=torch.float64).float()
+    )
     # The second cell of P3 is one step to the right (x varies fastest).
     assert priors[3, 0].item() == pytest.approx(1.5 / 69)
     assert priors[3, 1].item() == pytest.approx(c)

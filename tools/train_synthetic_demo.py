@@ -28,8 +28,12 @@ def main(opts):
     cfg.freeze()
     out = run_synthetic_demo(cfg)
     segm, bbox = out["results"].get("segm", {}), out["results"].get("bbox", {})
-    print(f"\nmask AP {segm.get('AP', float('nan')):.1f}  box AP {bbox.get('AP', float('nan')):.1f}")
-    print(f"training {out['train_seconds'] / 60:.1f} min, total {out['total_seconds'] / 60:.1f} min")
+    print(
+        f"\nmask AP {segm.get('AP', float('nan')):.1f}  box AP {bbox.get('AP', float('nan')):.1f}"
+    )
+    print(
+        f"training {out['train_seconds'] / 60:.1f} min, total {out['total_seconds'] / 60:.1f} min"
+    )
     print("drawings: " + ", ".join(out["drawings"][-1:]))
 
 

@@ -22,7 +22,7 @@ def match_priors(
 
     Every prior takes its best-overlapping ground truth; then, once per ground truth, the
     globally best remaining (ground truth, prior) pair is forced together, so that each ground
-    truth has at least one prior. Priors with IoU >= ``pos_threshold`` are positive, < 
+    truth has at least one prior. Priors with IoU >= ``pos_threshold`` are positive, <
     ``neg_threshold`` background, others ignored. Non-positive priors covered by a crowd box for
     more than ``crowd_threshold`` of their own area are ignored too.
 

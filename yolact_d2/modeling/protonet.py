@@ -39,7 +39,9 @@ class ProtoNet(nn.Module):
         self.convs = nn.ModuleList()
         for i in range(num_convs):
             self.convs.append(
-                Conv2d(in_channels if i == 0 else conv_dim, conv_dim, 3, padding=1, activation=F.relu)
+                Conv2d(
+                    in_channels if i == 0 else conv_dim, conv_dim, 3, padding=1, activation=F.relu
+                )
             )
         self.upsample_conv = Conv2d(conv_dim, conv_dim, 3, padding=1, activation=F.relu)
         self.predictor = Conv2d(conv_dim, num_prototypes, 1)
