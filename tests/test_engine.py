@@ -33,6 +33,7 @@ from yolact_d2.engine import (
     YolactSimpleTrainer,
     YolactTrainer,
     apply_yolact_autoscale,
+    full_model_max_grad_norm,
 )
 
 from common import REPO_ROOT, get_config
@@ -429,6 +430,51 @@ class TestPrecisionAndSteps(unittest.TestCase):
             trainer.train()
         self.assertTrue(np.isfinite(trainer.storage.history("total_loss").latest()))
 
+    def test_full_model_gradient_clipping(self):
+        # loss = 3 w0 + 4 w1 (+ 0 * w2): gradient (3, 4, 0), total norm 5, clipped to 1 ->
+        # (0.6, 0.8, 0); with plain SGD at lr 1 the weights move by exactly that.
+        class Linear(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.weight = nn.Parameter(torch.zeros(2))
+                self.other = nn.Parameter(torch.zeros(1))
+
+            def forward(self, data):
+                return {"loss": (self.weight * torch.tensor(data)).sum() + 0 * self.other.sum()}
+
+        for trainer_class in (YolactSimpleTrainer, YolactAMPTrainer):
+            model = Linear()
+            optimizer = torch.optim.SGD(model.parameters(), lr=1.0)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # the disabled gradient scaler without CUDA
+                trainer = trainer_class(model, iter([[3.0, 4.0]]), optimizer, max_grad_norm=1.0)
+                with EventStorage() as storage:
+                    trainer.run_step()
+            self.assertAlmostEqual(storage.history("grad_norm").latest(), 5.0, places=5)
+            self.assertTrue(torch.allclose(model.weight.detach(), torch.tensor([-0.6, -0.8])))
+            self.assertEqual(float(model.other), 0.0)
+
+    def test_full_model_clipping_from_config(self):
+        opts = [
+            "SOLVER.CLIP_GRADIENTS.ENABLED", True,
+            "SOLVER.CLIP_GRADIENTS.CLIP_TYPE", "full_model",
+            "SOLVER.CLIP_GRADIENTS.CLIP_VALUE", 0.5,
+            "SOLVER.MAX_ITER", 1,
+        ]  # fmt: skip
+        with tempfile.TemporaryDirectory() as out:
+            trainer = YolactTrainer(tiny_cfg(out, opts))
+            self.assertEqual(trainer._trainer.max_grad_norm, 0.5)
+            # the optimizer itself is not wrapped by Detectron2's per-parameter clipping
+            self.assertIs(type(trainer.optimizer), torch.optim.SGD)
+            trainer.train()
+        self.assertGreater(trainer.storage.history("grad_norm").latest(), 0.5)
+        bad = tiny_cfg(opts=opts + ["SOLVER.CLIP_GRADIENTS.NORM_TYPE", 1.0])
+        with self.assertRaisesRegex(ValueError, "NORM_TYPE"):
+            full_model_max_grad_norm(bad)
+        bad = tiny_cfg(opts=opts + ["SOLVER.CLIP_GRADIENTS.CLIP_VALUE", 0.0])
+        with self.assertRaisesRegex(ValueError, "CLIP_VALUE"):
+            full_model_max_grad_norm(bad)
+
     def test_amp_on_cpu_is_rejected(self):
         with self.assertRaisesRegex(ValueError, "BF16_CPU"):
             YolactTrainer(tiny_cfg(opts=["SOLVER.AMP.ENABLED", True]))
@@ -444,6 +490,30 @@ class TestSolver(unittest.TestCase):
         group = optimizer.param_groups[0]
         self.assertEqual(len(group["params"]), len(list(model.parameters())))
         self.assertEqual((group["lr"], group["momentum"], group["weight_decay"]), (1e-3, 0.9, 5e-4))
+
+    def test_adamw(self):
+        opts = [
+            "SOLVER.OPTIMIZER", "adamw",
+            "SOLVER.BASE_LR", 2e-3,
+            "SOLVER.ADAM_BETAS", (0.8, 0.99),
+            "SOLVER.WEIGHT_DECAY", 0.05,
+            "SOLVER.WEIGHT_DECAY_NORM", 0.0,
+        ]  # fmt: skip
+        cfg = tiny_cfg(opts=opts)
+        model = build_model(cfg)
+        optimizer = YolactTrainer.build_optimizer(cfg, model)
+        self.assertIs(type(optimizer), torch.optim.AdamW)
+        decays = {}
+        for group in optimizer.param_groups:
+            self.assertEqual((group["lr"], group["betas"]), (2e-3, (0.8, 0.99)))
+            for p in group["params"]:
+                decays[id(p)] = group["weight_decay"]
+        bn_weight = model.backbone.bottom_up.stem.conv1.norm.weight
+        conv_weight = model.backbone.bottom_up.stem.conv1.weight
+        self.assertEqual((decays[id(bn_weight)], decays[id(conv_weight)]), (0.0, 0.05))
+        self.assertEqual(len(decays), len(list(model.parameters())))
+        with self.assertRaisesRegex(ValueError, "SOLVER.OPTIMIZER='LAMB'"):
+            YolactTrainer.build_optimizer(tiny_cfg(opts=["SOLVER.OPTIMIZER", "LAMB"]), model)
 
     def test_reference_warmup_and_steps(self):
         cfg = tiny_cfg(opts=["SOLVER.MAX_ITER", 1000, "SOLVER.STEPS", (700,)])

@@ -153,6 +153,12 @@ def add_yolact_config(cfg):
     # The reference's --autoscale: if SOLVER.IMS_PER_BATCH = b != 8, BASE_LR *= b / 8 and
     # MAX_ITER, STEPS //= b / 8 (warm-up unchanged). Alternative to REFERENCE_WORLD_SIZE.
     _C.SOLVER.YOLACT_AUTOSCALE = False
+    # "SGD" (the reference; SOLVER.MOMENTUM, SOLVER.NESTEROV) or "ADAMW" (SOLVER.ADAM_BETAS;
+    # decoupled weight decay), which trains small models from random weights faster.
+    _C.SOLVER.OPTIMIZER = "SGD"
+    _C.SOLVER.ADAM_BETAS = (0.9, 0.999)
+    # SOLVER.CLIP_GRADIENTS.CLIP_TYPE also accepts "full_model": the L2 norm of all gradients
+    # together is clipped to CLIP_VALUE (and logged as grad_norm).
     # DistributedDataParallel(find_unused_parameters=...). Every loss reaches every trainable
     # parameter (the mask-IoU loss keeps a zero-weighted path when no mask qualifies), so this
     # is off; turn it on for custom heads whose parameters may go unused in an iteration.

@@ -7,3 +7,4 @@ from .trainer import (
     YolactTrainer,
     apply_yolact_autoscale,
 )
+from .optimizer import build_yolact_optimizer, full_model_max_grad_norm

@@ -10,20 +10,20 @@ import logging
 import os
 import time
 import weakref
+from typing import Optional
 import torch
 import torch.distributed as dist
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
 from detectron2.engine.defaults import create_ddp_model
-from detectron2.solver import get_default_optimizer_params
-from detectron2.solver.build import maybe_add_gradient_clipping
 from detectron2.utils import comm
 from detectron2.utils.events import get_event_storage
 from detectron2.utils.logger import setup_logger
 
 from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
 from yolact_d2.data import YolactDatasetMapper
+from yolact_d2.engine.optimizer import build_yolact_optimizer, full_model_max_grad_norm
 from yolact_d2.evaluation import YolactCOCOEvaluator
 
 __all__ = [
@@ -87,20 +87,33 @@ class YolactSimpleTrainer(SimpleTrainer):
     * the optimizer step is skipped (with a warning, and the count put in the event storage as
       ``skipped_steps``) when the total loss is not finite on any rank, as the reference does;
       gradients are still computed so that all DDP ranks take part in the all-reduce;
-    * with ``bf16_cpu`` the forward runs under ``torch.autocast("cpu", dtype=torch.bfloat16)``.
+    * with ``bf16_cpu`` the forward runs under ``torch.autocast("cpu", dtype=torch.bfloat16)``;
+    * with ``max_grad_norm`` the gradients of all parameters together are rescaled to at most
+      that total L2 norm before the step (Detectron2's own clipping is per parameter); the norm
+      before clipping is written to the event storage as ``grad_norm``.
 
     Subclasses change the precision handling through :meth:`autocast`, :meth:`backward` and
     :meth:`optimizer_step`.
     """
 
-    def __init__(self, model, data_loader, optimizer, *, bf16_cpu: bool = False):
+    def __init__(
+        self,
+        model,
+        data_loader,
+        optimizer,
+        *,
+        bf16_cpu: bool = False,
+        max_grad_norm: Optional[float] = None,
+    ):
         """
         Args:
             model, data_loader, optimizer: as in :class:`SimpleTrainer`.
             bf16_cpu (bool): run the forward under CPU bf16 autocast.
+            max_grad_norm (float or None): clip the total gradient norm of the model to this.
         """
         super().__init__(model, data_loader, optimizer)
         self.bf16_cpu = bf16_cpu
+        self.max_grad_norm = max_grad_norm
         self.num_skipped_steps = 0
 
     def autocast(self):
@@ -111,6 +124,18 @@ class YolactSimpleTrainer(SimpleTrainer):
 
     def backward(self, losses: torch.Tensor) -> None:
         losses.backward()
+
+    def unscale_gradients(self) -> None:
+        """Make the gradients true gradients of the loss (a no-op without loss scaling)."""
+
+    def clip_gradients(self) -> None:
+        """Clip the total gradient norm to ``max_grad_norm`` and record it as ``grad_norm``."""
+        if self.max_grad_norm is None:
+            return
+        self.unscale_gradients()
+        parameters = [p for group in self.optimizer.param_groups for p in group["params"]]
+        norm = torch.nn.utils.clip_grad_norm_(parameters, self.max_grad_norm)
+        get_event_storage().put_scalar("grad_norm", float(norm))
 
     def optimizer_step(self) -> None:
         self.optimizer.step()
@@ -131,6 +156,7 @@ class YolactSimpleTrainer(SimpleTrainer):
             self._skip_step(loss_dict)
             return
         self._write_metrics(loss_dict, data_time)
+        self.clip_gradients()
         self.optimizer_step()
 
     @staticmethod
@@ -163,6 +189,9 @@ class YolactAMPTrainer(YolactSimpleTrainer, AMPTrainer):
     def backward(self, losses: torch.Tensor) -> None:
         self.grad_scaler.scale(losses).backward()
 
+    def unscale_gradients(self) -> None:
+        self.grad_scaler.unscale_(self.optimizer)
+
     def optimizer_step(self) -> None:
         self.grad_scaler.step(self.optimizer)
         self.grad_scaler.update()
@@ -183,8 +212,8 @@ class YolactTrainer(DefaultTrainer):
     * the step: :class:`YolactSimpleTrainer` (non-finite steps skipped, ``SOLVER.BF16_CPU``) or,
       with ``SOLVER.AMP.ENABLED`` on CUDA, :class:`YolactAMPTrainer`.
 
-    The optimizer is Detectron2's SGD (see :meth:`build_optimizer`: the reference's single group
-    with Base-YOLACT.yaml) and the schedule Detectron2's ``WarmupMultiStepLR`` (with
+    The optimizer is Detectron2's SGD or AdamW (see :func:`build_yolact_optimizer`: the
+    reference's single SGD group with Base-YOLACT.yaml) and the schedule Detectron2's ``WarmupMultiStepLR`` (with
     ``WARMUP_FACTOR`` 0.1 over 500 iterations it is the reference's linear warm-up).
     """
 
@@ -241,36 +270,25 @@ class YolactTrainer(DefaultTrainer):
                 raise ValueError(
                     "SOLVER.AMP.ENABLED needs CUDA; on CPU use SOLVER.BF16_CPU=True instead."
                 )
-            return YolactAMPTrainer(model, data_loader, optimizer)
+            return YolactAMPTrainer(
+                model, data_loader, optimizer, max_grad_norm=full_model_max_grad_norm(cfg)
+            )
         if cfg.SOLVER.BF16_CPU and not on_cpu:
             logger.warning("SOLVER.BF16_CPU is ignored on CUDA; use SOLVER.AMP.ENABLED.")
         return YolactSimpleTrainer(
-            model, data_loader, optimizer, bf16_cpu=cfg.SOLVER.BF16_CPU and on_cpu
+            model,
+            data_loader,
+            optimizer,
+            bf16_cpu=cfg.SOLVER.BF16_CPU and on_cpu,
+            max_grad_norm=full_model_max_grad_norm(cfg),
         )
 
     @classmethod
     def build_optimizer(cls, cfg, model):
         """
-        Detectron2's SGD (``SOLVER.*``, gradient clipping included), except that every group
-        states its weight decay, so groups with equal hyper-parameters merge: with
-        Base-YOLACT.yaml this is the reference's single group (lr, momentum 0.9, weight decay
-        5e-4 on all parameters, BatchNorm and biases included).
+        See :func:`build_yolact_optimizer`: with Base-YOLACT.yaml, the reference's SGD.
         """
-        params = get_default_optimizer_params(
-            model,
-            base_lr=cfg.SOLVER.BASE_LR,
-            weight_decay=cfg.SOLVER.WEIGHT_DECAY,
-            weight_decay_norm=cfg.SOLVER.WEIGHT_DECAY_NORM,
-            bias_lr_factor=cfg.SOLVER.BIAS_LR_FACTOR,
-            weight_decay_bias=cfg.SOLVER.WEIGHT_DECAY_BIAS,
-        )
-        optimizer = torch.optim.SGD(
-            params,
-            lr=cfg.SOLVER.BASE_LR,
-            momentum=cfg.SOLVER.MOMENTUM,
-            nesterov=cfg.SOLVER.NESTEROV,
-        )
-        return maybe_add_gradient_clipping(cfg, optimizer)
+        return build_yolact_optimizer(cfg, model)
 
     @classmethod
     def build_train_loader(cls, cfg):
