@@ -20,6 +20,7 @@ On a machine without CUDA, ``--num-gpus N`` starts N CPU processes (gloo backend
 
 import logging
 import os
+
 import torch
 
 from detectron2.config import get_cfg

@@ -1,6 +1,7 @@
 # Copyright (c) yolact_d2 contributors.
 """Helpers shared by the tests."""
 import os
+
 import torch
 
 from detectron2.config import get_cfg

@@ -1,6 +1,7 @@
 # Copyright (c) yolact_d2 contributors.
 import os
 import sys
+
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))

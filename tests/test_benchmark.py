@@ -3,9 +3,10 @@
 import csv
 import importlib.util
 import math
+import numpy as np
 import os
 import time
-import numpy as np
+
 import pytest
 import torch
 

@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 import math
+
 import torch
 
 from yolact_d2.modeling.box_coder import decode_boxes, encode_boxes

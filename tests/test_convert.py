@@ -13,6 +13,7 @@ import re
 import subprocess
 import sys
 from collections import OrderedDict
+
 import pytest
 import torch
 

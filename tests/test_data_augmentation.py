@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 import numpy as np
+
 import pytest
 from fvcore.transforms.transform import CropTransform, NoOpTransform, TransformList
 

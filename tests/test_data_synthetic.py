@@ -2,6 +2,7 @@
 import json
 import numpy as np
 import os
+
 import cv2
 import pycocotools.mask as mask_util
 import pytest

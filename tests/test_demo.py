@@ -5,6 +5,7 @@ import importlib.util
 import io
 import math
 import os
+
 import cv2
 import pytest
 

@@ -10,6 +10,7 @@ import tempfile
 import unittest
 import warnings
 from unittest import mock
+
 import torch
 import torchvision
 from torch import nn
@@ -27,7 +28,6 @@ from yolact_d2.checkpoint.checkpointer import (
     YolactCheckpointer,
     convert_torchvision_resnet_names,
 )
-from yolact_d2.evaluation import YolactCOCOEvaluator
 from yolact_d2.engine import (
     YolactAMPTrainer,
     YolactSimpleTrainer,
@@ -35,6 +35,7 @@ from yolact_d2.engine import (
     apply_yolact_autoscale,
     full_model_max_grad_norm,
 )
+from yolact_d2.evaluation import YolactCOCOEvaluator
 
 from common import REPO_ROOT, get_config
 

@@ -1,16 +1,13 @@
 # Copyright (c) yolact_d2 contributors.
 import math
+
 import pytest
 import torch
 
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from yolact_d2.modeling.losses import (
-    mask_loss_one_image,
-    ohem_class_loss,
-    semantic_seg_loss,
-)
+from yolact_d2.modeling.losses import mask_loss_one_image, ohem_class_loss, semantic_seg_loss
 from yolact_d2.modeling.matching import match_priors
 
 from common import get_model

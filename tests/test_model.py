@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 import numpy as np
+
 import pytest
 import torch
 import torch.nn.functional as F

@@ -2,12 +2,7 @@
 import torch
 
 from yolact_d2.layers import fast_nms
-from yolact_d2.modeling.postprocessing import (
-    _gather_columns,
-    detect,
-    select_candidates,
-    suppress,
-)
+from yolact_d2.modeling.postprocessing import _gather_columns, detect, select_candidates, suppress
 
 
 def test_gathering_candidate_scores_along_memory_is_exact():

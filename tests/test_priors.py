@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 import math
+
 import pytest
 import torch
 

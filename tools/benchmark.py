@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import platform
+
 import torch
 
 from detectron2.utils.logger import setup_logger

@@ -13,6 +13,7 @@ Example::
 import argparse
 import logging
 import os
+
 import torch
 
 from detectron2.utils.logger import setup_logger

@@ -10,6 +10,7 @@ Without --input it uses the astronaut photo shipped with scikit-image.
 """
 import argparse
 import os
+
 import cv2
 
 from detectron2.config import get_cfg

@@ -8,6 +8,7 @@ COCOEvaluator, prints the AP tables and writes drawings of its predictions.
 """
 import os
 import sys
+
 import torch
 
 from detectron2.config import get_cfg

@@ -1,8 +1,8 @@
 # Copyright (c) yolact_d2 contributors.
 """YOLACT and YOLACT++ for Detectron2. Importing this package registers everything."""
+from . import data  # noqa: F401  (registers tiny_coco_* and yolact_synthetic_* datasets)
 from . import layers  # noqa: F401  (registers torch.ops.yolact_d2.*)
 from . import modeling  # noqa: F401  (registers the meta-architecture and backbones)
-from . import data  # noqa: F401  (registers tiny_coco_* and yolact_synthetic_* datasets)
 from .config import add_yolact_config
 
 __version__ = "0.1.0"

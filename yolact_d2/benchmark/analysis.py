@@ -2,6 +2,7 @@
 """Model size and compute: parameter count and FLOPs (fvcore, via Detectron2's tracing)."""
 import logging
 from typing import Dict
+
 import torch
 
 from detectron2.utils.analysis import FlopCountAnalysis

@@ -1,8 +1,8 @@
 # Copyright (c) yolact_d2 contributors.
 """Benchmark inputs: real images from a folder or a registered dataset."""
+import numpy as np
 import os
 from typing import List, Optional
-import numpy as np
 
 from detectron2.data import DatasetCatalog
 from detectron2.data.detection_utils import read_image

@@ -10,11 +10,12 @@ ground truth) the way a trained detector responds: priors overlapping an object 
 towards it and score its class (and a confusable class) in proportion to their overlap, the
 rest is background with noise.
 """
+import numpy as np
 import os
 import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence, Tuple
-import numpy as np
+
 import torch
 
 from detectron2.data import DatasetCatalog

@@ -4,9 +4,10 @@ Configs and predictors for benchmarks: this project's YOLACT configs and Detectr
 configs side by side, in fp32, bf16 or the fast CPU path.
 """
 import contextlib
+import numpy as np
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
-import numpy as np
+
 import torch
 
 from detectron2 import model_zoo

@@ -6,11 +6,12 @@ size, FLOPs, YOLACT's stage breakdown, agreement with fp32 and (optionally) AP.
 import gc
 import logging
 import math
+import numpy as np
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
-import numpy as np
+
 import torch
 
 from .accuracy import evaluate_ap

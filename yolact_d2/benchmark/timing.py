@@ -1,10 +1,11 @@
 # Copyright (c) yolact_d2 contributors.
 """Wall-clock timing, latency statistics and peak-memory measurement."""
 import contextlib
+import numpy as np
 import resource
 import time
 from typing import Dict, Iterator, List, Optional, Sequence
-import numpy as np
+
 import torch
 
 __all__ = ["synchronize", "Stopwatch", "latency_stats", "PeakMemory", "cpu_load"]

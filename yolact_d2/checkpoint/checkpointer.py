@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from typing import Dict, List, Tuple
 from urllib.parse import urlparse
+
 import torch
 
 from detectron2.checkpoint import DetectionCheckpointer

@@ -17,6 +17,7 @@ import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
 import torch
 
 from yolact_d2.utils.file_io import atomic_open

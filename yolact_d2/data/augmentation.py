@@ -10,6 +10,7 @@ reference's rule that decides which annotations survive a crop).
 """
 
 import numpy as np
+
 import cv2
 from fvcore.transforms.transform import (
     CropTransform,

@@ -10,6 +10,7 @@ import numpy as np
 from collections import Counter
 from dataclasses import dataclass
 from typing import List, Optional
+
 import pycocotools.mask as mask_util
 import torch
 

@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import asdict, dataclass
+
 import cv2
 import pycocotools.mask as mask_util
 

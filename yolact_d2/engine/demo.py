@@ -1,10 +1,11 @@
 # Copyright (c) yolact_d2 contributors.
 """The README's main job: train on the synthetic shapes, evaluate, and draw predictions."""
 import logging
+import numpy as np
 import os
 import time
+
 import cv2
-import numpy as np
 import torch
 
 from detectron2.data import DatasetCatalog, MetadataCatalog

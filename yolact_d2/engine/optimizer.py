@@ -1,6 +1,7 @@
 # Copyright (c) yolact_d2 contributors.
 """The optimizer of YOLACT training: the reference's SGD, or AdamW for short schedules."""
 from typing import Optional
+
 import torch
 
 from detectron2.solver import get_default_optimizer_params
@@ -39,7 +40,9 @@ def build_yolact_optimizer(cfg, model: torch.nn.Module) -> torch.optim.Optimizer
     """
     name = cfg.SOLVER.OPTIMIZER.upper()
     if name not in OPTIMIZERS:
-        raise ValueError(f"SOLVER.OPTIMIZER={cfg.SOLVER.OPTIMIZER!r}: expected one of {OPTIMIZERS}.")
+        raise ValueError(
+            f"SOLVER.OPTIMIZER={cfg.SOLVER.OPTIMIZER!r}: expected one of {OPTIMIZERS}."
+        )
     params = get_default_optimizer_params(
         model,
         base_lr=cfg.SOLVER.BASE_LR,

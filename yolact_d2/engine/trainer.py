@@ -11,6 +11,7 @@ import os
 import time
 import weakref
 from typing import Optional
+
 import torch
 import torch.distributed as dist
 

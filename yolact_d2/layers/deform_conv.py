@@ -1,6 +1,7 @@
 # Copyright (c) yolact_d2 contributors.
 """Modulated deformable convolution (DCNv2) on ``torchvision.ops.deform_conv2d``."""
 import math
+
 import torch
 from torch import nn
 from torchvision.ops import deform_conv2d

@@ -13,6 +13,7 @@ All of them take the candidates of one image after the reference's score pre-fil
 """
 import functools
 from typing import Callable, Tuple
+
 import torch
 import torchvision
 

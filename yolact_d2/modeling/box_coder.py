@@ -1,6 +1,7 @@
 # Copyright (c) yolact_d2 contributors.
 """SSD box coding with variances, in relative coordinates and without clamping (the reference's)."""
 from typing import Sequence
+
 import torch
 
 __all__ = ["decode_boxes", "encode_boxes"]

@@ -7,6 +7,7 @@ model's own parameters (training, checkpoints) are never touched.
 import copy
 import itertools
 from typing import Iterable, Optional, Tuple
+
 import torch
 from torch import nn
 

@@ -1,6 +1,7 @@
 # Copyright (c) yolact_d2 contributors.
 """YOLACT's prediction head, shared by all FPN levels."""
 from typing import List, Tuple
+
 import torch
 import torch.nn.functional as F
 from torch import nn

@@ -1,6 +1,7 @@
 # Copyright (c) yolact_d2 contributors.
 """YOLACT's training losses, exact to the reference's ``MultiBoxLoss``."""
 from typing import Dict, List, Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn

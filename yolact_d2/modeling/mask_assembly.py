@@ -1,6 +1,7 @@
 # Copyright (c) yolact_d2 contributors.
 """Mask assembly: linear combination of prototypes, cropping, and pasting to image size."""
 from typing import Tuple
+
 import torch
 import torch.nn.functional as F
 

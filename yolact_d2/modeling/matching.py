@@ -1,6 +1,7 @@
 # Copyright (c) yolact_d2 contributors.
 """Assignment of ground truth to priors (the reference's ``match``)."""
 from typing import Tuple
+
 import torch
 
 from yolact_d2.layers import box_iou, center_size_to_corners, intersection_over_first

@@ -2,6 +2,7 @@
 """The YOLACT meta-architecture."""
 import contextlib
 from typing import Callable, Dict, List, Optional
+
 import torch
 import torch.nn.functional as F
 from torch import nn

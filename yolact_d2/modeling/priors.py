@@ -1,8 +1,9 @@
 # Copyright (c) yolact_d2 contributors.
 """YOLACT's priors (anchors): relative (cx, cy, w, h) boxes in the reference's exact order."""
 import math
-from typing import Dict, List, Sequence, Tuple
 import numpy as np
+from typing import Dict, List, Sequence, Tuple
+
 import torch
 from torch import nn
 

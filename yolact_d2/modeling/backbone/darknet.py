@@ -1,6 +1,7 @@
 # Copyright (c) yolact_d2 contributors.
 """DarkNet-53 as used by yolact_darknet53."""
 from typing import Dict, List
+
 import torch
 import torch.nn.functional as F
 from torch import nn

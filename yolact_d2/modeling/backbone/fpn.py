@@ -2,6 +2,7 @@
 """YOLACT's FPN on top of any Detectron2 bottom-up backbone."""
 import math
 from typing import Dict, List
+
 import torch
 import torch.nn.functional as F
 from torch import nn

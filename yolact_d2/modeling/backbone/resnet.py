@@ -1,6 +1,7 @@
 # Copyright (c) yolact_d2 contributors.
 """Detectron2's ResNet with YOLACT++'s per-block deformable 3x3 convs."""
 from typing import List
+
 from torch import nn
 
 from detectron2.layers import ShapeSpec
