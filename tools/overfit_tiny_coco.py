@@ -14,7 +14,8 @@ from detectron2.config import get_cfg
 from detectron2.utils.logger import setup_logger
 
 import yolact_d2
-from yolact_d2.engine.overfit import loss_drop, plot_loss_curve, read_loss_history, register_subset
+from yolact_d2.data import register_dataset_subset
+from yolact_d2.engine.overfit import loss_drop, plot_loss_curve, read_loss_history
 from yolact_d2.engine.trainer import YolactTrainer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -30,7 +31,7 @@ def main():
     parser.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args()
 
-    register_subset("tiny_coco_train_first8", "tiny_coco_train", args.num_images)
+    register_dataset_subset("tiny_coco_train_first8", "tiny_coco_train", args.num_images)
     cfg = get_cfg()
     yolact_d2.add_yolact_config(cfg)
     cfg.merge_from_file(args.config_file)

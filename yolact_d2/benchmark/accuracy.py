@@ -3,9 +3,10 @@
 import os
 from typing import Dict, Optional
 
-from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_test_loader
+from detectron2.data import build_detection_test_loader
 from detectron2.evaluation import inference_on_dataset
 
+from yolact_d2.data import register_dataset_subset
 from yolact_d2.evaluation import YolactCOCOEvaluator
 
 from .predictor import BenchmarkPredictor
@@ -15,22 +16,14 @@ __all__ = ["dataset_subset", "evaluate_ap"]
 
 def dataset_subset(dataset_name: str, num_images: Optional[int]) -> str:
     """
-    Registers (once) the first ``num_images`` records of a dataset as a dataset of its own,
-    whose COCO ground truth the evaluator derives from those records only.
-
     Returns:
-        str: the subset's name (``dataset_name`` itself if ``num_images`` is None).
+        str: ``dataset_name`` if ``num_images`` is None, else the name of its first
+        ``num_images`` records, registered by :func:`register_dataset_subset` (evaluated against
+        those records only).
     """
     if num_images is None:
         return dataset_name
-    name = f"{dataset_name}_first{num_images}"
-    if name not in DatasetCatalog.list():
-        DatasetCatalog.register(name, lambda: DatasetCatalog.get(dataset_name)[:num_images])
-        metadata = MetadataCatalog.get(dataset_name).as_dict()
-        for key in ("name", "json_file"):
-            metadata.pop(key, None)
-        MetadataCatalog.get(name).set(**metadata)
-    return name
+    return register_dataset_subset(f"{dataset_name}_first{num_images}", dataset_name, num_images)
 
 
 def evaluate_ap(

@@ -21,7 +21,12 @@ from .augmentation import (
     centres_inside,
 )
 from .dataset_mapper import BadDataCounter, YolactDatasetMapper
-from .datasets import register_coco_2017, register_tiny_coco, tiny_coco_root
+from .datasets import (
+    register_coco_2017,
+    register_dataset_subset,
+    register_tiny_coco,
+    tiny_coco_root,
+)
 from .synthetic import (
     SYNTHETIC_CLASSES,
     SyntheticSpec,

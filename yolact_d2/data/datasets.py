@@ -6,11 +6,11 @@ expect) and of the shared 100-image ``tiny_coco`` set used by tests and smoke ru
 
 import os
 
-from detectron2.data import DatasetCatalog
+from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 
-__all__ = ["tiny_coco_root", "register_tiny_coco", "register_coco_2017"]
+__all__ = ["tiny_coco_root", "register_tiny_coco", "register_coco_2017", "register_dataset_subset"]
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -83,3 +83,31 @@ def register_tiny_coco(root=None):
 
 register_coco_2017()
 register_tiny_coco()
+
+
+def register_dataset_subset(name: str, source: str, num_images: int) -> str:
+    """
+    Registers (once) the first ``num_images`` records of the registered dataset ``source``, in
+    its order (for COCO json datasets: increasing image id), as the dataset ``name``.
+
+    The subset has the source's metadata except ``json_file``: COCOEvaluator then builds its
+    ground truth from the subset's own records. With the source's json it would score the subset
+    against every image of the source, counting the objects of the images left out as missed.
+
+    Args:
+        name (str): the subset's name.
+        source (str): a registered dataset.
+        num_images (int): how many records to keep (at least 1).
+
+    Returns:
+        str: ``name``.
+    """
+    if num_images < 1:
+        raise ValueError(f"A subset of {source} needs at least one image, got {num_images}.")
+    if name not in DatasetCatalog.list():
+        DatasetCatalog.register(name, lambda: DatasetCatalog.get(source)[:num_images])
+        metadata = MetadataCatalog.get(source).as_dict()
+        for key in ("name", "json_file"):
+            metadata.pop(key, None)
+        MetadataCatalog.get(name).set(**metadata)
+    return name

@@ -4,27 +4,7 @@ import json
 import os
 from typing import Dict, List
 
-from detectron2.data import DatasetCatalog, MetadataCatalog
-
-__all__ = ["register_subset", "read_loss_history", "plot_loss_curve", "loss_drop"]
-
-
-def register_subset(name: str, source: str, num_images: int) -> None:
-    """
-    Registers ``name`` as the ``num_images`` lowest image ids of the registered dataset
-    ``source`` (a fixed subset), with the source's metadata.
-    """
-    if name in DatasetCatalog.list():
-        return
-
-    def load():
-        records = sorted(DatasetCatalog.get(source), key=lambda r: r["image_id"])
-        return records[:num_images]
-
-    DatasetCatalog.register(name, load)
-    metadata = MetadataCatalog.get(source).as_dict()
-    metadata.pop("name", None)
-    MetadataCatalog.get(name).set(**metadata)
+__all__ = ["read_loss_history", "plot_loss_curve", "loss_drop"]
 
 
 def read_loss_history(metrics_json: str) -> List[Dict[str, float]]:
