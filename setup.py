@@ -21,5 +21,5 @@ setup(
         "matplotlib",
         "scikit-image",
     ],
-    extras_require={"dev": ["pytest", "black", "isort"]},
+    extras_require={"dev": ["pytest", "black", "isort", "flake8"]},
 )

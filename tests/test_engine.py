@@ -453,7 +453,7 @@ class TestPrecisionAndSteps(unittest.TestCase):
                     trainer.run_step()
             self.assertAlmostEqual(storage.history("grad_norm").latest(), 5.0, places=5)
             self.assertTrue(torch.allclose(model.weight.detach(), torch.tensor([-0.6, -0.8])))
-            self.assertEqual(float(model.other), 0.0)
+            self.assertEqual(float(model.other.detach()), 0.0)
 
     def test_full_model_clipping_from_config(self):
         opts = [

@@ -47,7 +47,7 @@ def test_fpn_and_protonet_sizes(config, size):
 
 
 def test_fpn_matches_yolact_definition(r50):
-    """Bilinear top-down to the exact size, ReLU on P3-P5, P6/P7 from post-ReLU P5, no ReLU between."""
+    """Bilinear top-down to the exact size, ReLU on P3-P5, P6/P7 from post-ReLU P5, none between."""
     fpn = r50.backbone
     torch.manual_seed(1)
     x = torch.randn(1, 3, 550, 550)

@@ -283,7 +283,7 @@ def _first_line(error: BaseException, limit: int = 200) -> str:
 
 
 def _unwrap_state_dict(obj):
-    """Return the state dict inside a training checkpoint ({"model": ...} or {"state_dict": ...})."""
+    """The state dict inside a training checkpoint ({"model": ...} or {"state_dict": ...})."""
     if isinstance(obj, Mapping):
         for key in ("model", "state_dict"):
             if isinstance(obj.get(key), Mapping):

@@ -213,9 +213,10 @@ class YolactTrainer(DefaultTrainer):
     * the step: :class:`YolactSimpleTrainer` (non-finite steps skipped, ``SOLVER.BF16_CPU``) or,
       with ``SOLVER.AMP.ENABLED`` on CUDA, :class:`YolactAMPTrainer`.
 
-    The optimizer is Detectron2's SGD or AdamW (see :func:`build_yolact_optimizer`: the
-    reference's single SGD group with Base-YOLACT.yaml) and the schedule Detectron2's ``WarmupMultiStepLR`` (with
-    ``WARMUP_FACTOR`` 0.1 over 500 iterations it is the reference's linear warm-up).
+    The optimizer is SGD or AdamW (see :func:`build_yolact_optimizer`; with Base-YOLACT.yaml the
+    reference's single SGD group) and the schedule Detectron2's ``SOLVER.LR_SCHEDULER_NAME``
+    (Base-YOLACT.yaml: ``WarmupMultiStepLR``, whose ``WARMUP_FACTOR`` 0.1 over 500 iterations is
+    the reference's linear warm-up).
     """
 
     def __init__(self, cfg):

@@ -116,7 +116,8 @@ class Yolact(nn.Module):
         self.box_variances = tuple(box_variances)
         if nms_type not in NMS_FUNCTIONS:
             raise ValueError(
-                f"MODEL.YOLACT.TEST.NMS_TYPE must be one of {sorted(NMS_FUNCTIONS)}, got {nms_type!r}"
+                f"MODEL.YOLACT.TEST.NMS_TYPE must be one of {sorted(NMS_FUNCTIONS)}, "
+                f"got {nms_type!r}"
             )
         self.nms_type = nms_type
         self.score_threshold = score_threshold
