@@ -21,6 +21,7 @@ from detectron2.engine import HookBase, default_argument_parser, launch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 
 from yolact_d2.checkpoint.checkpointer import (
@@ -63,6 +64,10 @@ def tiny_cfg(output_dir: str = "", opts=()):
 
 
 def train(cfg, resume=False, hooks=()):
+    # As train_net.py (default_setup): the initial weights come from cfg.SEED, not from whatever
+    # the tests before this one left in the global RNG. Some random initialisations, after only
+    # 3 steps, make eval-mode BatchNorm saturate the class logits (no score above 0).
+    seed_all_rng(cfg.SEED)
     trainer = YolactTrainer(cfg)
     trainer.register_hooks(list(hooks))
     trainer.resume_or_load(resume=resume)

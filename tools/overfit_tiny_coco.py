@@ -11,6 +11,7 @@ import os
 import time
 
 from detectron2.config import get_cfg
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 import yolact_d2
@@ -40,6 +41,7 @@ def main():
     cfg.freeze()
     setup_logger(name="yolact_d2")
     setup_logger()
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED)  # as train_net.py's default_setup
     start = time.perf_counter()
     trainer = YolactTrainer(cfg)
     trainer.resume_or_load(resume=False)

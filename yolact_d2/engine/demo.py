@@ -9,6 +9,7 @@ import cv2
 import torch
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
+from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from yolact_d2.utils import draw_predictions
@@ -64,8 +65,8 @@ def draw_dataset_predictions(cfg, model, dataset_name: str, output_dir: str, num
 
 def run_synthetic_demo(cfg):
     """
-    Trains ``cfg`` from scratch, evaluates on ``cfg.DATASETS.TEST[0]`` with COCOEvaluator (the AP
-    tables are printed) and draws predictions on its images.
+    Trains ``cfg`` from scratch (seeded with ``cfg.SEED``), evaluates on ``cfg.DATASETS.TEST[0]``
+    with COCOEvaluator (the AP tables are printed) and draws predictions on its images.
 
     Args:
         cfg (CfgNode): a frozen config, e.g. ``configs/demo/yolact_R_18_synthetic.yaml``.
@@ -76,6 +77,8 @@ def run_synthetic_demo(cfg):
     from .trainer import YolactTrainer
 
     setup_logger(name="yolact_d2")
+    # As train_net.py's default_setup: SEED >= 0 makes the run repeatable, -1 draws a seed.
+    seed_all_rng(None if cfg.SEED < 0 else cfg.SEED)
     start = time.perf_counter()
     trainer = YolactTrainer(cfg)
     trainer.resume_or_load(resume=False)
