@@ -21,5 +21,7 @@ setup(
         "matplotlib",
         "scikit-image",
     ],
-    extras_require={"dev": ["pytest", "black", "isort", "flake8"]},
+    # The formatters are pinned: their style changes between releases (the blank line after a
+    # module docstring, for one), and every developer must format alike.
+    extras_require={"dev": ["pytest", "black==26.10.1", "isort==9.0.2", "flake8==7.5.0"]},
 )

@@ -31,6 +31,7 @@ from detectron2.utils.logger import setup_logger
 
 from yolact_d2 import add_yolact_config
 from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
+from yolact_d2.data import setup_datasets
 from yolact_d2.engine import YolactTrainer, apply_yolact_autoscale
 
 logger = logging.getLogger("yolact_d2")
@@ -51,8 +52,10 @@ def setup(args):
     if fell_back_to_cpu:
         cfg.MODEL.DEVICE = "cpu"
     cfg.freeze()
-    default_setup(cfg, args)
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="yolact_d2")
+    # DATASETS.REGISTER_COCO and NUM_CLASSES, before OUTPUT_DIR/config.yaml is written.
+    cfg = setup_datasets(cfg)
+    default_setup(cfg, args)
     if fell_back_to_cpu:
         logger.warning("CUDA is not available: running on CPU (MODEL.DEVICE=cpu).")
     return apply_yolact_autoscale(cfg)

@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """Helpers shared by the tests."""
+
 import os
 
 import torch

@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """Tests of the benchmark package and of tools/benchmark.py and tools/benchmark_nms.py."""
+
 import csv
 import importlib.util
 import math

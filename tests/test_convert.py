@@ -6,6 +6,7 @@ Synthetic reference checkpoints are built from the reference key lists: tensor n
 the constant i + 1 everywhere, so where each weight lands after conversion can be checked
 exactly. The constants are zero-stride expanded scalars, which keeps the files tiny.
 """
+
 import importlib.util
 import logging
 import os
@@ -26,6 +27,7 @@ from yolact_d2.checkpoint import (
     detect_architecture,
     save_converted_checkpoint,
 )
+from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
 
 from common import PLUS_CONFIGS, REPO_ROOT, V1_CONFIGS, get_config
 
@@ -431,3 +433,157 @@ def test_pkl_destination_is_rejected(tmp_path):
     with pytest.raises(ValueError, match=r"\.pth"):
         convert_yolact_checkpoint(src, str(tmp_path / "out.pkl"))
     assert not (tmp_path / "out.pkl").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# ImageNet backbone files, as the reference's configs name them (MODEL.WEIGHTS of each config)
+# ------------------------------------------------------------------------------------------------
+def numbered(state_dict):
+    """The same keys and shapes, the i-th tensor filled with i + 1."""
+    return OrderedDict(
+        (k, constant(i + 1, v.shape, v.dtype).clone())
+        for i, (k, v) in enumerate(state_dict.items())
+    )
+
+
+def torchvision_resnet_file(depth, num_batches_tracked, fc_outputs):
+    """
+    torchvision's ResNet names and shapes. The 2017 files (resnet50-19c8e357.pth,
+    resnet101-5d3b4d8f.pth) predate BatchNorm's num_batches_tracked; the classifier's size does
+    not matter (the reference's resnet101_reducedfc.pth has a smaller one).
+    """
+    import torchvision
+
+    net = getattr(torchvision.models, f"resnet{depth}")(weights=None, num_classes=fc_outputs)
+    state = net.state_dict()
+    if not num_batches_tracked:
+        state = OrderedDict((k, v) for k, v in state.items() if "num_batches_tracked" not in k)
+    return numbered(state)
+
+
+def torchvision_to_reference(key):
+    """The reference's init_backbone renaming (layerN. -> layers.N-1.), under "backbone."."""
+    match = re.match(r"layer(\d)\.(.*)", key)
+    return "backbone." + (f"layers.{int(match[1]) - 1}.{match[2]}" if match else key)
+
+
+def darknet53_file():
+    """The reference's darknet53.pth: its DarkNetBackbone names (the yolact_darknet53 backbone
+    keys without "backbone.")."""
+    keys = read_reference_keys("yolact_darknet53")
+    return OrderedDict(
+        (k[len("backbone.") :], constant(i + 1, shape, torch.float32).clone())
+        for i, (k, shape) in enumerate(keys.items())
+        if k.startswith("backbone.")
+    )
+
+
+def assert_backbone_loaded(model, source, to_reference, darknet, untouched_value):
+    model_sd = model.state_dict()
+    loaded = {}
+    for key, value in source.items():
+        if key.startswith("fc."):
+            continue
+        target = expected_target(to_reference(key), darknet)
+        assert torch.equal(model_sd[target], value.to(model_sd[target].dtype)), (key, target)
+        loaded[target] = key
+    bottom_up = {k for k in model_sd if k.startswith("backbone.bottom_up.")}
+    # Every backbone tensor came from the file, but what ImageNet files do not have: the
+    # counters the 2017 files predate and YOLACT++'s DCN offsets and biases (initialised by the
+    # model: zero offsets, zero bias, as the reference).
+    not_in_file = {
+        k
+        for k in bottom_up - set(loaded)
+        if "num_batches_tracked" in k or ".conv_offset_mask." in k or k.endswith("conv2.bias")
+    }
+    assert bottom_up - set(loaded) == not_in_file
+    # Nothing outside the backbone was touched.
+    others = [k for k in model_sd if not k.startswith("backbone.bottom_up.")]
+    assert others and all(bool((model_sd[k] == untouched_value).all()) for k in others)
+
+
+@pytest.mark.parametrize(
+    "filename, config, depth, num_batches_tracked, fc_outputs",
+    [
+        ("resnet50-19c8e357.pth", "yolact_R_50_FPN_550.yaml", 50, False, 1000),
+        ("resnet101-5d3b4d8f.pth", "yolact_R_101_FPN_550.yaml", 101, False, 1000),
+        ("resnet101_reducedfc.pth", "yolact_R_101_FPN_550.yaml", 101, True, 10),
+        ("resnet50-19c8e357.pth", "yolact_plus_R_50_FPN_550.yaml", 50, False, 1000),
+    ],
+)
+def test_reference_resnet_backbone_files(
+    filename, config, depth, num_batches_tracked, fc_outputs, tmp_path, caplog
+):
+    source = torchvision_resnet_file(depth, num_batches_tracked, fc_outputs)
+    path = save(source, tmp_path / filename)
+    model = build_model(get_config(config, ["MODEL.YOLACT.INPUT_SIZE", 256]))
+    fill_model(model, -1)
+    with caplog.at_level(logging.INFO):
+        YolactCheckpointer(model).load(path)
+    assert "torchvision ResNet ImageNet weights" in caplog.text
+    assert "fc.weight" in caplog.text  # reported as dropped
+    assert_backbone_loaded(model, source, torchvision_to_reference, False, -1)
+
+
+def test_reference_darknet53_file(tmp_path, caplog):
+    source = darknet53_file()
+    path = save(source, tmp_path / "darknet53.pth")
+    model = build_model(get_config("yolact_DarkNet53_FPN_550.yaml"))
+    fill_model(model, -1)
+    with caplog.at_level(logging.INFO):
+        YolactCheckpointer(model).load(path)
+    assert "DarkNet-53 ImageNet weights" in caplog.text
+    assert_backbone_loaded(model, source, lambda k: "backbone." + k, True, -1)
+
+
+def test_backbone_file_of_another_backbone_is_an_error(tmp_path):
+    path = save(darknet53_file(), tmp_path / "darknet53.pth")
+    model = build_model(get_config("yolact_R_50_FPN_550.yaml", ["MODEL.YOLACT.INPUT_SIZE", 128]))
+    with pytest.raises(ValueError, match=r"darknet53\.pth.*DarkNet-53.*MODEL\.BACKBONE\.NAME"):
+        YolactCheckpointer(model).load(path)
+
+
+@pytest.mark.parametrize("config", sorted({**V1_CONFIGS, **PLUS_CONFIGS}))
+def test_configs_name_their_imagenet_backbone(config):
+    from detectron2.config import get_cfg
+
+    import yolact_d2
+
+    cfg = get_cfg()
+    yolact_d2.add_yolact_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", config))
+    assert cfg.MODEL.YOLACT.PRETRAINED_RECIPE
+    if "DarkNet" in config:
+        assert cfg.MODEL.WEIGHTS == "darknet53.pth"
+    else:
+        depth = cfg.MODEL.RESNETS.DEPTH
+        assert re.fullmatch(
+            rf"https://download\.pytorch\.org/models/resnet{depth}-[0-9a-f]{{8}}\.pth",
+            cfg.MODEL.WEIGHTS,
+        ), cfg.MODEL.WEIGHTS
+
+
+def test_backbone_url_loads_from_the_cache(tmp_path, monkeypatch, caplog):
+    """An offline cluster: the file put where Detectron2's PathManager caches the config's URL
+    ($FVCORE_CACHE/<url path>) is used, and nothing is downloaded."""
+    from urllib.parse import urlparse
+
+    from detectron2.config import get_cfg
+
+    import yolact_d2
+
+    cfg = get_cfg()
+    yolact_d2.add_yolact_config(cfg)
+    cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", "yolact_R_50_FPN_550.yaml"))
+    url = cfg.MODEL.WEIGHTS
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path))
+    cached = tmp_path / urlparse(url).path.lstrip("/")
+    cached.parent.mkdir(parents=True)
+    source = torchvision_resnet_file(50, False, 1000)
+    save(source, cached)
+    model = build_model(get_config("yolact_R_50_FPN_550.yaml", ["MODEL.YOLACT.INPUT_SIZE", 128]))
+    fill_model(model, -1)
+    with caplog.at_level(logging.INFO):
+        YolactCheckpointer(model).load(url)
+    assert "Downloading" not in caplog.text
+    assert_backbone_loaded(model, source, torchvision_to_reference, False, -1)

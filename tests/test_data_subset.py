@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """register_dataset_subset: a fixed subset evaluated against its own images only."""
+
 import tempfile
 
 import pytest

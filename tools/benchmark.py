@@ -16,6 +16,7 @@ CPU path, on 2 threads::
 Prints a Markdown table (and YOLACT's stage breakdown), writes ``results.csv``,
 ``results.md`` and ``speed_vs_ap.png`` to ``--output``.
 """
+
 import argparse
 import json
 import os
@@ -141,6 +142,7 @@ def _default_baseline(configs):
 def main(args) -> list:
     args.opts = [o for o in args.opts if o != "--"]
     logger = setup_logger(name="yolact_d2")
+    load_config(args.configs[0], args.opts)  # registers DATASETS.REGISTER_COCO for --dataset
     os.makedirs(args.output, exist_ok=True)
     if args.dataset:
         files = dataset_image_files(args.dataset, args.num_images)

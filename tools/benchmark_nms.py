@@ -10,6 +10,7 @@ Example::
 
     python tools/benchmark_nms.py --source synthetic --dataset tiny_coco_val --threads 2
 """
+
 import argparse
 import logging
 import os

@@ -9,6 +9,7 @@ Example:
 It prints the detected architecture and the config to use with the output, e.g.
 ``--config-file configs/yolact_R_101_FPN_700.yaml MODEL.WEIGHTS yolact_im700_d2.pth``.
 """
+
 import argparse
 import logging
 import sys

@@ -8,6 +8,7 @@ Runs a YOLACT config on images through Detectron2's DefaultPredictor and saves d
 
 Without --input it uses the astronaut photo shipped with scikit-image.
 """
+
 import argparse
 import os
 
@@ -18,6 +19,7 @@ from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
 
 import yolact_d2
+from yolact_d2.data import setup_datasets
 from yolact_d2.utils import draw_predictions
 
 
@@ -50,6 +52,7 @@ def main():
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
+    cfg = setup_datasets(cfg)  # DATASETS.REGISTER_COCO (class names) and NUM_CLASSES
     predictor = DefaultPredictor(cfg)
     metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
     os.makedirs(args.output, exist_ok=True)

@@ -6,6 +6,7 @@ then evaluates on those same images. Prints the loss drop and the AP, writes the
 
     python tools/overfit_tiny_coco.py [--config-file ...] [KEY VALUE ...]
 """
+
 import argparse
 import os
 import time
@@ -15,7 +16,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 import yolact_d2
-from yolact_d2.data import register_dataset_subset
+from yolact_d2.data import register_dataset_subset, setup_datasets
 from yolact_d2.engine.overfit import loss_drop, plot_loss_curve, read_loss_history
 from yolact_d2.engine.trainer import YolactTrainer
 
@@ -41,6 +42,7 @@ def main():
     cfg.freeze()
     setup_logger(name="yolact_d2")
     setup_logger()
+    cfg = setup_datasets(cfg)  # DATASETS.REGISTER_COCO and NUM_CLASSES
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED)  # as train_net.py's default_setup
     start = time.perf_counter()
     trainer = YolactTrainer(cfg)

@@ -6,6 +6,7 @@ COCOEvaluator, prints the AP tables and writes drawings of its predictions.
 
     python tools/train_synthetic_demo.py [KEY VALUE ...]   # config overrides
 """
+
 import os
 import sys
 
@@ -14,6 +15,7 @@ import torch
 from detectron2.config import get_cfg
 
 import yolact_d2
+from yolact_d2.data import setup_datasets
 from yolact_d2.engine.demo import run_synthetic_demo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,7 +29,7 @@ def main(opts):
     cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
     cfg.merge_from_list(opts)
     cfg.freeze()
-    out = run_synthetic_demo(cfg)
+    out = run_synthetic_demo(setup_datasets(cfg))
     segm, bbox = out["results"].get("segm", {}), out["results"].get("bbox", {})
     print(
         f"\nmask AP {segm.get('AP', float('nan')):.1f}  box AP {bbox.get('AP', float('nan')):.1f}"

@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """YOLACT options for Detectron2's yacs config."""
+
 from detectron2.config import CfgNode as CN
 
 __all__ = ["add_yolact_config"]
@@ -159,7 +160,29 @@ def add_yolact_config(cfg):
     _C.SOLVER.ADAM_BETAS = (0.9, 0.999)
     # SOLVER.CLIP_GRADIENTS.CLIP_TYPE also accepts "full_model": the L2 norm of all gradients
     # together is clipped to CLIP_VALUE (and logged as grad_norm).
+    # Training metrics (console, metrics.json, TensorBoard) are written every LOG_PERIOD
+    # iterations, each value the median over the iterations since the last write (Detectron2's
+    # default writers and period are 20). 1 logs every iteration as it is.
+    _C.SOLVER.LOG_PERIOD = 20
+    # The reference's BatchNorm rule: BatchNorm is frozen (running statistics used and kept,
+    # affine parameters not trained) when one BatchNorm layer normalises fewer than this many
+    # images per iteration: SOLVER.IMS_PER_BATCH / processes for plain BN, all of
+    # SOLVER.IMS_PER_BATCH for synchronised BN (MODEL.RESNETS.NORM "naiveSyncBN", "SyncBN").
+    # The reference freezes below 6 images per GPU. 0 never freezes (training from scratch).
+    _C.MODEL.YOLACT.FREEZE_BN_BELOW_BATCH = 6
+    # Whether this config's recipe is written for an ImageNet-pretrained backbone (every COCO
+    # config, as the reference); training such a config from random weights (MODEL.WEIGHTS "")
+    # logs a warning that points to the *_scratch.yaml recipes, which set this to False.
+    _C.MODEL.YOLACT.PRETRAINED_RECIPE = True
     # DistributedDataParallel(find_unused_parameters=...). Every loss reaches every trainable
     # parameter (the mask-IoU loss keeps a zero-weighted path when no mask qualifies), so this
     # is off; turn it on for custom heads whose parameters may go unused in an iteration.
     _C.SOLVER.YOLACT_DDP_FIND_UNUSED_PARAMETERS = False
+
+    # ---------------------------------------------------------------------------------------
+    # Datasets named by the config (yolact_d2.data.setup_datasets; see datasets/README.md)
+    # ---------------------------------------------------------------------------------------
+    # [name, json_file, image_root] triples of COCO instance-format datasets to register.
+    _C.DATASETS.REGISTER_COCO = []
+    # Set MODEL.YOLACT.NUM_CLASSES from the datasets' class count (else a mismatch is an error).
+    _C.MODEL.YOLACT.NUM_CLASSES_FROM_DATA = False

@@ -4,6 +4,7 @@ Benchmarks: YOLACT and Detectron2 configs side by side (latency, throughput, mem
 FLOPs, YOLACT's stage breakdown, fast-path agreement, AP), and the NMS variants compared.
 The command-line entry points are ``tools/benchmark.py`` and ``tools/benchmark_nms.py``.
 """
+
 from .accuracy import dataset_subset, evaluate_ap
 from .analysis import count_gflops, count_parameters
 from .images import dataset_image_files, default_image_dir, image_files, load_images

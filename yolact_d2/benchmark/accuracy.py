@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """Mask and box AP of a predictor on a registered COCO-format dataset."""
+
 import os
 from typing import Dict, Optional
 

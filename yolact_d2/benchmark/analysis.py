@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """Model size and compute: parameter count and FLOPs (fvcore, via Detectron2's tracing)."""
+
 import logging
 from typing import Dict
 

@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """Benchmark inputs: real images from a folder or a registered dataset."""
+
 import numpy as np
 import os
 from typing import List, Optional

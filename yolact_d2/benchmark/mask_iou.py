@@ -3,6 +3,7 @@
 Agreement of two predictions of the same image, e.g. the fast CPU path against fp32: detections
 are matched by class and box IoU, and the masks of matched pairs compared by IoU.
 """
+
 import numpy as np
 from dataclasses import dataclass, field
 from typing import List, Tuple

@@ -10,6 +10,7 @@ ground truth) the way a trained detector responds: priors overlapping an object 
 towards it and score its class (and a confusable class) in proportion to their overlap, the
 rest is background with noise.
 """
+
 import numpy as np
 import os
 import time

@@ -6,6 +6,7 @@ pasting masks); this measurement replaces the class logits and boxes with
 :func:`clustered_candidates` around an image's ground-truth objects and keeps the model's real
 prototypes and coefficients, so that NMS, mask assembly and pasting see realistic work.
 """
+
 import numpy as np
 from typing import Dict, List, Sequence, Tuple
 

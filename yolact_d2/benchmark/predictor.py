@@ -3,6 +3,7 @@
 Configs and predictors for benchmarks: this project's YOLACT configs and Detectron2 model-zoo
 configs side by side, in fp32, bf16 or the fast CPU path.
 """
+
 import contextlib
 import numpy as np
 import os
@@ -16,6 +17,7 @@ from detectron2.config import CfgNode, get_cfg
 from detectron2.engine import DefaultPredictor
 
 from yolact_d2.config import add_yolact_config
+from yolact_d2.data.datasets import setup_datasets
 
 __all__ = [
     "PRECISIONS",
@@ -119,7 +121,9 @@ def load_config(spec: str, opts: Sequence[str] = (), device: str = "cpu") -> Cfg
     """
     A config with YOLACT's options added (harmless for other models), no weights (random
     initialisation) and the given device; the spec's own overrides (see
-    :func:`parse_config_spec`) and then ``opts`` are applied last.
+    :func:`parse_config_spec`) and then ``opts`` are applied last; then its
+    ``DATASETS.REGISTER_COCO`` datasets are registered and ``MODEL.YOLACT.NUM_CLASSES`` is checked
+    (:func:`yolact_d2.data.setup_datasets`).
 
     Args:
         spec (str): see :func:`resolve_config_file` and :func:`parse_config_spec`.
@@ -133,7 +137,7 @@ def load_config(spec: str, opts: Sequence[str] = (), device: str = "cpu") -> Cfg
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = device
     cfg.merge_from_list(spec_opts + list(opts))
-    return cfg
+    return setup_datasets(cfg)
 
 
 def is_yolact(cfg: CfgNode) -> bool:

@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """Benchmark reports: Markdown tables, CSV, and a speed / mask-AP plot after YOLACT's Figure 1."""
+
 import csv
 import math
 from typing import Dict, List, Sequence, Tuple

@@ -3,6 +3,7 @@
 Measuring configs side by side: end-to-end ``DefaultPredictor`` latency, throughput, memory,
 size, FLOPs, YOLACT's stage breakdown, agreement with fp32 and (optionally) AP.
 """
+
 import gc
 import logging
 import math

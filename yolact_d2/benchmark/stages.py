@@ -3,6 +3,7 @@
 Per-stage timing of YOLACT inference, by running the model's own stage functions one after
 another exactly as ``DefaultPredictor`` -> ``Yolact.forward`` -> ``Yolact.inference`` do.
 """
+
 import numpy as np
 import time
 from typing import Dict, List, Sequence, Tuple

@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """Wall-clock timing, latency statistics and peak-memory measurement."""
+
 import contextlib
 import numpy as np
 import resource

@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """Conversion of reference YOLACT / YOLACT++ checkpoints (dbolya/yolact) to yolact_d2."""
+
 from .convert import (
     YolactArchitecture,
     convert_state_dict,

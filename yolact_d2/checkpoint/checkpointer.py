@@ -8,7 +8,6 @@ of classes, clear errors for unusable files, and atomic saves.
 import logging
 import numpy as np
 import os
-import re
 from collections.abc import Mapping
 from typing import Dict, List, Tuple
 from urllib.parse import urlparse
@@ -17,14 +16,10 @@ import torch
 
 from detectron2.checkpoint import DetectionCheckpointer
 
+from yolact_d2.checkpoint.convert import backbone_file_type, convert_backbone_state_dict
 from yolact_d2.utils.file_io import atomic_open
 
-__all__ = [
-    "CLASS_DEPENDENT_LAYERS",
-    "YolactCheckpointer",
-    "convert_torchvision_resnet_names",
-    "is_torchvision_resnet",
-]
+__all__ = ["CLASS_DEPENDENT_LAYERS", "YolactCheckpointer"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,51 +28,8 @@ logger = logging.getLogger(__name__)
 # mask-IoU conv (C). They are the only ones re-initialised when fine-tuning to another C.
 CLASS_DEPENDENT_LAYERS = ("head.cls_score", "semantic_seg_conv", "maskiou_net.net.10")
 
-# Where torchvision's ResNet modules live in a YOLACT model built on a ResNet-FPN backbone.
+# Where the ImageNet backbone lives in a YOLACT model.
 _BOTTOM_UP = "backbone.bottom_up."
-
-# torchvision ResNet module name -> Detectron2 ResNet module name (applied in order).
-_TORCHVISION_RENAMES = (
-    (r"^conv1\.", "stem.conv1."),
-    (r"^bn1\.", "stem.conv1.norm."),
-    (r"^layer(\d)\.", lambda m: f"res{int(m.group(1)) + 1}."),
-    (r"\.bn(\d)\.", r".conv\1.norm."),
-    (r"\.downsample\.0\.", ".shortcut."),
-    (r"\.downsample\.1\.", ".shortcut.norm."),
-)
-
-
-def is_torchvision_resnet(state_dict: Mapping) -> bool:
-    """
-    Whether ``state_dict`` uses torchvision's ResNet names (``conv1.weight``, ``bn1.*``,
-    ``layer1.0.conv1.weight``, ...), as ``torchvision.models.resnet50().state_dict()`` and the
-    reference's ``resnet101_reducedfc.pth`` do.
-    """
-    return "conv1.weight" in state_dict and any(k.startswith("layer1.") for k in state_dict)
-
-
-def convert_torchvision_resnet_names(state_dict: Mapping) -> Tuple[Dict, List[str]]:
-    """
-    Renames a torchvision ResNet state dict to the names of the bottom-up ResNet of a YOLACT
-    ResNet-FPN backbone (``backbone.bottom_up.stem`` / ``res2``..``res5``). The classifier
-    (``fc.*``) is dropped.
-
-    Args:
-        state_dict (Mapping[str, Tensor]): torchvision names.
-
-    Returns:
-        tuple[dict, list[str]]: the renamed state dict and the dropped keys.
-    """
-    renamed, dropped = {}, []
-    for key, value in state_dict.items():
-        if key.startswith("fc."):
-            dropped.append(key)
-            continue
-        new_key = key
-        for pattern, replacement in _TORCHVISION_RENAMES:
-            new_key = re.sub(pattern, replacement, new_key)
-        renamed[_BOTTOM_UP + new_key] = value
-    return renamed, dropped
 
 
 def _is_original_yolact(state_dict: Mapping) -> bool:
@@ -101,9 +53,14 @@ class YolactCheckpointer(DetectionCheckpointer):
     * Detectron2 ``.pkl`` files: ImageNet backbones from the Detectron2 model zoo (Caffe2 names)
       or from ``convert-torchvision-to-d2.py``; Detectron2's name-matching heuristics put them
       under ``backbone.bottom_up``;
-    * torchvision ResNet state dicts (``.pth``, e.g. ``torchvision.models.resnet50()`` or the
-      reference's ``resnet101_reducedfc.pth``): renamed explicitly onto ``backbone.bottom_up``
-      (see :func:`convert_torchvision_resnet_names`), ``fc.*`` dropped;
+    * the ImageNet backbone files the reference trains from: torchvision ResNet state dicts
+      (``resnet50-19c8e357.pth``, ``resnet101-5d3b4d8f.pth``, the reference's
+      ``resnet101_reducedfc.pth``, or ``torchvision.models.resnet50().state_dict()``) and the
+      reference's ``darknet53.pth``, local or by URL (downloaded once and cached by Detectron2's
+      ``PathManager`` under ``$FVCORE_CACHE``, default ``~/.torch/iopath_cache``): renamed
+      explicitly onto ``backbone.bottom_up`` as the reference's ``init_backbone`` does (see
+      :func:`~yolact_d2.checkpoint.convert.convert_backbone_state_dict`), the classifier
+      dropped;
     * converted YOLACT checkpoints (a dict with "model" in Detectron2 names, ``.pth`` or ``.pkl``);
     * Detectron2 training checkpoints (model, optimizer, scheduler, iteration), for resuming.
 
@@ -151,22 +108,31 @@ class YolactCheckpointer(DetectionCheckpointer):
                 f"python tools/convert_yolact_weights.py {filename} <output>.pth"
             )
         model_state = _strip_module_prefix(model_state)
-        if is_torchvision_resnet(model_state):
-            return self._from_torchvision(filename, model_state)
+        backbone_type = backbone_file_type(model_state)
+        if backbone_type is not None:
+            return self._from_backbone_file(filename, model_state, backbone_type)
         return loaded
 
-    def _from_torchvision(self, filename: str, state_dict: Dict) -> Dict:
-        renamed, dropped = convert_torchvision_resnet_names(state_dict)
+    def _from_backbone_file(self, filename: str, state_dict: Dict, backbone_type: str) -> Dict:
+        renamed, dropped = convert_backbone_state_dict(state_dict, backbone_type)
         model_keys = self.model.state_dict().keys()
         unused = sorted(k for k in renamed if k not in model_keys)
         renamed = {k: v for k, v in renamed.items() if k in model_keys}
+        kind = "torchvision ResNet" if backbone_type == "resnet" else "DarkNet-53"
+        if not renamed:
+            raise ValueError(
+                f"'{filename}' holds {kind} ImageNet weights, but none of them fits this model's "
+                f"backbone ({type(_unwrap(self.model).backbone.bottom_up).__name__}); check "
+                "MODEL.BACKBONE.NAME and MODEL.RESNETS.DEPTH against the weights."
+            )
         self.logger.info(
-            f"Loading torchvision ResNet weights from '{filename}': {len(renamed)} tensors into "
-            f"{_BOTTOM_UP.rstrip('.')} (stem, res2-res5); dropped {dropped}"
+            f"Loading {kind} ImageNet weights from '{filename}': {len(renamed)} tensors into "
+            f"{_BOTTOM_UP.rstrip('.')}; dropped {dropped}"
             + (f"; no slot in the model for {unused}" if unused else "")
         )
-        _warn_if_stride_in_1x1(self.model)
-        return {"model": renamed, "__author__": "torchvision", "matching_heuristics": False}
+        if backbone_type == "resnet":
+            _warn_if_stride_in_1x1(self.model)
+        return {"model": renamed, "__author__": backbone_type, "matching_heuristics": False}
 
     def _load_model(self, checkpoint):
         checkpoint["model"] = _strip_module_prefix(checkpoint["model"])
@@ -213,6 +179,11 @@ class YolactCheckpointer(DetectionCheckpointer):
             return
         with atomic_open(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
             f.write(last_filename_basename)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside a (Distributed)DataParallel wrapper."""
+    return getattr(model, "module", model)
 
 
 def _is_state_dict(obj) -> bool:

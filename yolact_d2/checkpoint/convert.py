@@ -11,6 +11,7 @@ Validation compares the source with the exact key list and shapes that each refe
 architecture produces (generated below from the architecture's definition), so truncated
 files, foreign checkpoints and shape mismatches are rejected before anything is written.
 """
+
 import logging
 import os
 import re
@@ -28,6 +29,8 @@ __all__ = [
     "drop_legacy_keys",
     "detect_architecture",
     "convert_state_dict",
+    "backbone_file_type",
+    "convert_backbone_state_dict",
     "save_converted_checkpoint",
     "convert_yolact_checkpoint",
 ]
@@ -634,6 +637,75 @@ def convert_state_dict(
             "MODEL.YOLACT.LOSS.SEMANTIC_SEG_WEIGHT 0 reports them as unexpected keys (harmless)."
         )
     return converted
+
+
+# ------------------------------------------------------------------------------------------------
+# ImageNet backbone files (what the reference's configs load before training)
+# ------------------------------------------------------------------------------------------------
+def backbone_file_type(state_dict: Mapping[str, torch.Tensor]) -> Optional[str]:
+    """
+    Recognises the ImageNet backbone files that the reference trains from.
+
+    Returns:
+        str or None: "resnet" for torchvision ResNet names (``conv1.*``, ``bn1.*``,
+        ``layer1.*``..``layer4.*``, ``fc.*``: torchvision's ``resnet50-19c8e357.pth`` and
+        ``resnet101-5d3b4d8f.pth``, the reference's ``resnet101_reducedfc.pth``), "darknet" for
+        the reference's ``darknet53.pth`` (its ``DarkNetBackbone`` names: ``_preconv.*``,
+        ``layers.*``), None for anything else.
+    """
+    if "conv1.weight" in state_dict and any(k.startswith("layer1.") for k in state_dict):
+        return "resnet"
+    if any(k.startswith("_preconv.") for k in state_dict) and any(
+        k.startswith("layers.") for k in state_dict
+    ):
+        return "darknet"
+    return None
+
+
+def _reference_backbone_key(key: str, backbone_type: str) -> str:
+    """
+    The name a backbone file's key has inside a reference YOLACT model: the reference's
+    ``init_backbone`` turns torchvision's ``layer<N>.`` into ``layers.<N-1>.``; both backbones
+    then sit under ``backbone.``.
+    """
+    if backbone_type == "resnet":
+        key = re.sub(r"^layer(\d)\.", lambda m: f"layers.{int(m[1]) - 1}.", key)
+    return "backbone." + key
+
+
+def convert_backbone_state_dict(
+    state_dict: Mapping[str, torch.Tensor], backbone_type: Optional[str] = None
+) -> Tuple["OrderedDict[str, torch.Tensor]", List[str]]:
+    """
+    Renames an ImageNet backbone file (see :func:`backbone_file_type`) to the yolact_d2 model's
+    names (``backbone.bottom_up.*``) the way the reference loads it: its ``init_backbone``
+    renaming, then the same rules as :func:`convert_state_dict`. Keys that have no place in a
+    YOLACT backbone (the ImageNet classifier ``fc.*``, anything else unknown) are dropped.
+
+    Args:
+        state_dict (Mapping[str, Tensor]): the file's state dict.
+        backbone_type (str, optional): "resnet" or "darknet"; recognised when not given.
+
+    Returns:
+        tuple[OrderedDict[str, Tensor], list[str]]: the renamed tensors (source order, not
+        copied) and the dropped keys.
+    """
+    backbone_type = backbone_type or backbone_file_type(state_dict)
+    if backbone_type not in _RULES:
+        raise ValueError("Not an ImageNet ResNet or DarkNet-53 backbone state dict.")
+    rules = _RULES[backbone_type]
+    renamed, dropped = OrderedDict(), []
+    for key, value in state_dict.items():
+        try:
+            new_key = _rename(_reference_backbone_key(key, backbone_type), rules)
+        except ValueError:
+            dropped.append(key)
+            continue
+        if not new_key.startswith("backbone.bottom_up."):
+            dropped.append(key)
+            continue
+        renamed[new_key] = value
+    return renamed, dropped
 
 
 # ------------------------------------------------------------------------------------------------

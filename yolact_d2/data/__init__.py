@@ -3,7 +3,8 @@
 Data: YOLACT's augmentation, its dataset mapper and dataset registration.
 
 Importing this package registers ``tiny_coco_{train,val}``, ``yolact_synthetic_{train,val}``
-and any missing ``coco_2017_{train,val}`` (lazily: nothing is read or generated at import).
+and any missing ``coco_2017_{train,val}`` (lazily: nothing is read or generated at import);
+:func:`setup_datasets` registers the datasets a config names in ``DATASETS.REGISTER_COCO``.
 """
 
 from . import datasets, synthetic  # registration
@@ -22,9 +23,13 @@ from .augmentation import (
 )
 from .dataset_mapper import BadDataCounter, YolactDatasetMapper
 from .datasets import (
+    read_coco_categories,
     register_coco_2017,
+    register_coco_datasets_from_config,
     register_dataset_subset,
     register_tiny_coco,
+    resolve_num_classes,
+    setup_datasets,
     tiny_coco_root,
 )
 from .synthetic import (

@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """The README's main job: train on the synthetic shapes, evaluate, and draw predictions."""
+
 import logging
 import numpy as np
 import os

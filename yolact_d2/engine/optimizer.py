@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """The optimizer of YOLACT training: the reference's SGD, or AdamW for short schedules."""
+
 from typing import Optional
 
 import torch

@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """The proof on real data: overfit a fixed tiny_coco subset and report the loss curve and AP."""
+
 import json
 import os
 from typing import Dict, List

@@ -10,34 +10,45 @@ import logging
 import os
 import time
 import weakref
-from typing import Optional
+from typing import List, Optional
 
 import torch
 import torch.distributed as dist
 
 from detectron2.data import build_detection_test_loader, build_detection_train_loader
-from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase
+from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
-from detectron2.utils.events import get_event_storage
+from detectron2.utils.events import (
+    CommonMetricPrinter,
+    JSONWriter,
+    TensorboardXWriter,
+    get_event_storage,
+)
+from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
 from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
 from yolact_d2.data import YolactDatasetMapper
 from yolact_d2.engine.optimizer import build_yolact_optimizer, full_model_max_grad_norm
 from yolact_d2.evaluation import YolactCOCOEvaluator
+from yolact_d2.layers.batch_norm import freeze_batch_norm
 
 __all__ = [
     "YolactTrainer",
     "YolactSimpleTrainer",
     "YolactAMPTrainer",
     "apply_yolact_autoscale",
+    "apply_reference_batch_norm_rule",
+    "batch_norm_images_per_iteration",
 ]
 
 logger = logging.getLogger(__name__)
 
 # The batch size the reference's schedule (lr 1e-3, 800k iterations) is written for.
 REFERENCE_BATCH_SIZE = 8
+# MODEL.RESNETS.NORM values whose statistics are computed over the images of all processes.
+_SYNCHRONISED_NORMS = ("SyncBN", "nnSyncBN", "naiveSyncBN", "naiveSyncBN_N")
 
 
 def apply_yolact_autoscale(cfg):
@@ -79,6 +90,81 @@ def apply_yolact_autoscale(cfg):
         f"(warm-up unchanged: {solver.WARMUP_ITERS} iterations)."
     )
     return cfg
+
+
+def batch_norm_images_per_iteration(cfg, world_size: int) -> int:
+    """
+    How many images one BatchNorm layer normalises over in a training iteration:
+    ``SOLVER.IMS_PER_BATCH / world_size`` (the images of one process) for plain BatchNorm, all
+    of ``SOLVER.IMS_PER_BATCH`` for synchronised BatchNorm (``MODEL.RESNETS.NORM`` "SyncBN",
+    "naiveSyncBN", ...).
+    """
+    if cfg.MODEL.RESNETS.NORM in _SYNCHRONISED_NORMS:
+        return cfg.SOLVER.IMS_PER_BATCH
+    return cfg.SOLVER.IMS_PER_BATCH // max(1, world_size)
+
+
+def apply_reference_batch_norm_rule(cfg, model: torch.nn.Module, world_size: int) -> List[str]:
+    """
+    The reference's BatchNorm rule (dbolya/yolact ``train.py``): BatchNorm is frozen (running
+    statistics used and kept, affine parameters not trained) when fewer than
+    ``MODEL.YOLACT.FREEZE_BN_BELOW_BATCH`` (default 6, the reference's limit per GPU) images
+    are normalised together, see :func:`batch_norm_images_per_iteration`. 0 disables the rule.
+    Logged either way on the main process. Call it before the optimizer is built.
+
+    Args:
+        cfg (CfgNode): the training config.
+        model (nn.Module): the model, not yet wrapped in DDP.
+        world_size (int): the number of training processes.
+
+    Returns:
+        list[str]: the names of the frozen layers (empty when nothing was frozen).
+    """
+    limit = cfg.MODEL.YOLACT.FREEZE_BN_BELOW_BATCH
+    images = batch_norm_images_per_iteration(cfg, world_size)
+    if limit <= 0 or images >= limit:
+        if limit > 0 and comm.is_main_process():
+            logger.info(
+                f"BatchNorm is trained: {images} images per BatchNorm per iteration "
+                f"(MODEL.YOLACT.FREEZE_BN_BELOW_BATCH={limit})."
+            )
+        return []
+    frozen = freeze_batch_norm(model)
+    if frozen and comm.is_main_process():
+        logger.warning(
+            f"BatchNorm frozen in {len(frozen)} layers (running statistics used, affine "
+            f"parameters not trained): each BatchNorm sees {images} image(s) per iteration "
+            f"(SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} over {world_size} process(es), "
+            f"MODEL.RESNETS.NORM={cfg.MODEL.RESNETS.NORM}), fewer than "
+            f"MODEL.YOLACT.FREEZE_BN_BELOW_BATCH={limit}, as the reference does below 6 images "
+            "per GPU. Set MODEL.YOLACT.FREEZE_BN_BELOW_BATCH 0 to train BatchNorm anyway "
+            "(needed from random weights: see the *_scratch.yaml configs)."
+        )
+    return frozen
+
+
+def warn_if_untrained_start(cfg) -> bool:
+    """
+    Logs one warning (main process) when training starts from random weights
+    (``MODEL.WEIGHTS`` empty) with a config whose recipe is written for an ImageNet-pretrained
+    backbone (``MODEL.YOLACT.PRETRAINED_RECIPE`` True, as every COCO config).
+
+    Returns:
+        bool: whether it warned.
+    """
+    if cfg.MODEL.WEIGHTS or not cfg.MODEL.YOLACT.PRETRAINED_RECIPE:
+        return False
+    if comm.is_main_process():
+        logger.warning(
+            "MODEL.WEIGHTS is empty: training starts from random weights, but this config's "
+            "recipe (the reference's SGD schedule, BatchNorm frozen below "
+            f"{cfg.MODEL.YOLACT.FREEZE_BN_BELOW_BATCH} images per BatchNorm) is written for an "
+            "ImageNet-pretrained backbone and diverges from random weights. Set MODEL.WEIGHTS to "
+            "the ImageNet backbone the config names (see the README's Training section), or "
+            "train from scratch with configs/yolact_R_50_FPN_550_scratch.yaml (or "
+            "yolact_R_101_FPN_550_scratch.yaml)."
+        )
+    return True
 
 
 class YolactSimpleTrainer(SimpleTrainer):
@@ -211,7 +297,11 @@ class YolactTrainer(DefaultTrainer):
       processes trains on CPU; ``find_unused_parameters`` follows
       ``SOLVER.YOLACT_DDP_FIND_UNUSED_PARAMETERS``;
     * the step: :class:`YolactSimpleTrainer` (non-finite steps skipped, ``SOLVER.BF16_CPU``) or,
-      with ``SOLVER.AMP.ENABLED`` on CUDA, :class:`YolactAMPTrainer`.
+      with ``SOLVER.AMP.ENABLED`` on CUDA, :class:`YolactAMPTrainer`;
+    * BatchNorm: the reference's rule, frozen below ``MODEL.YOLACT.FREEZE_BN_BELOW_BATCH``
+      images per BatchNorm (see :func:`apply_reference_batch_norm_rule`);
+    * a warning when a recipe written for ImageNet weights starts from random ones
+      (:func:`warn_if_untrained_start`).
 
     The optimizer is SGD or AdamW (see :func:`build_yolact_optimizer`; with Base-YOLACT.yaml the
     reference's single SGD group) and the schedule Detectron2's ``SOLVER.LR_SCHEDULER_NAME``
@@ -233,6 +323,7 @@ class YolactTrainer(DefaultTrainer):
         cfg = self.auto_scale_workers(cfg, comm.get_world_size())
 
         model = self.build_model(cfg)
+        apply_reference_batch_norm_rule(cfg, model, comm.get_world_size())
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = self.build_ddp_model(cfg, model)
@@ -244,6 +335,37 @@ class YolactTrainer(DefaultTrainer):
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.cfg = cfg
         self.register_hooks(self.build_hooks())
+
+    def resume_or_load(self, resume=True):
+        """As :meth:`DefaultTrainer.resume_or_load`; warns if training starts untrained."""
+        if not (resume and self.checkpointer.has_checkpoint()):
+            warn_if_untrained_start(self.cfg)
+        super().resume_or_load(resume=resume)
+
+    def build_hooks(self):
+        """
+        Detectron2's hooks, with the metrics written every ``SOLVER.LOG_PERIOD`` iterations
+        (Detectron2 fixes 20).
+        """
+        hook_list = super().build_hooks()
+        for hook in hook_list:
+            if isinstance(hook, hooks.PeriodicWriter):
+                hook._period = self.cfg.SOLVER.LOG_PERIOD
+        return hook_list
+
+    def build_writers(self):
+        """
+        Detectron2's default writers (console, ``metrics.json``, TensorBoard), each smoothing
+        over the ``SOLVER.LOG_PERIOD`` iterations since its last write (so with a period of 1 the
+        logged values are those of each iteration).
+        """
+        window = self.cfg.SOLVER.LOG_PERIOD
+        PathManager.mkdirs(self.cfg.OUTPUT_DIR)
+        return [
+            CommonMetricPrinter(self.max_iter, window_size=window),
+            JSONWriter(os.path.join(self.cfg.OUTPUT_DIR, "metrics.json"), window_size=window),
+            TensorboardXWriter(self.cfg.OUTPUT_DIR, window_size=window),
+        ]
 
     @classmethod
     def build_ddp_model(cls, cfg, model):
@@ -257,6 +379,11 @@ class YolactTrainer(DefaultTrainer):
         }
         if next(model.parameters()).device.type == "cpu":
             kwargs["device_ids"] = None
+            if comm.get_world_size() > 1 and cfg.MODEL.RESNETS.NORM in ("SyncBN", "nnSyncBN"):
+                raise ValueError(
+                    f"MODEL.RESNETS.NORM={cfg.MODEL.RESNETS.NORM} (torch.nn.SyncBatchNorm) needs "
+                    "CUDA; for synchronised BatchNorm across CPU processes use 'naiveSyncBN'."
+                )
         return create_ddp_model(model, **kwargs)
 
     @classmethod

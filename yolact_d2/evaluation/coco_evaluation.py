@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """COCO evaluation of YOLACT predictions (YOLACT++ masks ranked by their own scores)."""
+
 import contextlib
 
 from detectron2.evaluation import COCOEvaluator

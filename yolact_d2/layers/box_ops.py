@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """Box utilities in YOLACT's conventions (relative coordinates, no "+1" in sizes)."""
+
 import torch
 
 __all__ = ["box_iou", "center_size_to_corners", "intersection_over_first"]

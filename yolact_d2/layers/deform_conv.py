@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """Modulated deformable convolution (DCNv2) on ``torchvision.ops.deform_conv2d``."""
+
 import math
 
 import torch

@@ -11,6 +11,7 @@ Non-maximum suppression in YOLACT's three flavours, plus torchvision's for compa
 
 All of them take the candidates of one image after the reference's score pre-filter.
 """
+
 import functools
 from typing import Callable, Tuple
 

@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """SSD box coding with variances, in relative coordinates and without clamping (the reference's)."""
+
 from typing import Sequence
 
 import torch

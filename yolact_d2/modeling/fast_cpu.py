@@ -4,6 +4,7 @@ Inference-only rewrites behind ``MODEL.YOLACT.FAST_CPU_INFERENCE``: BatchNorm fo
 preceding convs and channels_last weights, applied to a private copy of the network so that the
 model's own parameters (training, checkpoints) are never touched.
 """
+
 import copy
 import itertools
 from typing import Iterable, Optional, Tuple

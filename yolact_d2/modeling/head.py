@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """YOLACT's prediction head, shared by all FPN levels."""
+
 from typing import List, Tuple
 
 import torch

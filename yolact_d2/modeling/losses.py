@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """YOLACT's training losses, exact to the reference's ``MultiBoxLoss``."""
+
 from typing import Dict, List, Optional
 
 import torch

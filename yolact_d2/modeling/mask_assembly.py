@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """Mask assembly: linear combination of prototypes, cropping, and pasting to image size."""
+
 from typing import Tuple
 
 import torch

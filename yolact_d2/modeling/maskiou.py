@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """YOLACT++'s fast mask re-scoring network."""
+
 import torch
 from torch import nn
 

@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """Assignment of ground truth to priors (the reference's ``match``)."""
+
 from typing import Tuple
 
 import torch

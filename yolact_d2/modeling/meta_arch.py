@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """The YOLACT meta-architecture."""
+
 import contextlib
 from typing import Callable, Dict, List, Optional
 

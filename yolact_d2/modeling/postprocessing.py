@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """YOLACT inference: candidate selection, NMS, mask assembly and pasting to the original image."""
+
 from typing import Callable, Dict, Optional, Tuple
 
 import torch

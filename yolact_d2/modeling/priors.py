@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """YOLACT's priors (anchors): relative (cx, cy, w, h) boxes in the reference's exact order."""
+
 import math
 import numpy as np
 from typing import Dict, List, Sequence, Tuple

@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """The protonet: an FCN producing k image-sized prototype masks from P3."""
+
 import torch
 import torch.nn.functional as F
 from torch import nn

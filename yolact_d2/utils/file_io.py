@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """Crash-safe file writing."""
+
 import contextlib
 import os
 import secrets

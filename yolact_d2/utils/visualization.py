@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """Drawing YOLACT predictions with Detectron2's Visualizer."""
+
 import numpy as np
 
 from detectron2.structures import Instances

@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """DarkNet-53 as used by yolact_darknet53."""
+
 from typing import Dict, List
 
 import torch

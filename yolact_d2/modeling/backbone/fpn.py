@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """YOLACT's FPN on top of any Detectron2 bottom-up backbone."""
+
 import math
 from typing import Dict, List
 

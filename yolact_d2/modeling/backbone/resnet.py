@@ -1,5 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """Detectron2's ResNet with YOLACT++'s per-block deformable 3x3 convs."""
+
 from typing import List
 
 from torch import nn
