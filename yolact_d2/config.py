@@ -134,6 +134,11 @@ def add_yolact_config(cfg):
     _C.MODEL.YOLACT.FAST_CPU_DTYPE = "auto"
     # Training under bf16 autocast on CPU (SOLVER.AMP.ENABLED covers CUDA).
     _C.SOLVER.BF16_CPU = False
+    # Training with the weights in channels_last (NHWC) memory format, so that convolutions and
+    # their gradients run on NHWC activations: faster with oneDNN on CPU (the main job: 12%).
+    # The maths is the same, the summation order of the convolutions is not (results differ in
+    # the last bits), so it is off by default, where training matches the reference exactly.
+    _C.SOLVER.CHANNELS_LAST = False
 
     # ---------------------------------------------------------------------------------------
     # Data

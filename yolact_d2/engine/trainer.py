@@ -41,6 +41,7 @@ __all__ = [
     "apply_yolact_autoscale",
     "apply_reference_batch_norm_rule",
     "batch_norm_images_per_iteration",
+    "warn_if_untrained_start",
 ]
 
 logger = logging.getLogger(__name__)
@@ -301,7 +302,8 @@ class YolactTrainer(DefaultTrainer):
     * BatchNorm: the reference's rule, frozen below ``MODEL.YOLACT.FREEZE_BN_BELOW_BATCH``
       images per BatchNorm (see :func:`apply_reference_batch_norm_rule`);
     * a warning when a recipe written for ImageNet weights starts from random ones
-      (:func:`warn_if_untrained_start`).
+      (:func:`warn_if_untrained_start`);
+    * ``SOLVER.CHANNELS_LAST``: the model's weights (and so its activations) in channels_last.
 
     The optimizer is SGD or AdamW (see :func:`build_yolact_optimizer`; with Base-YOLACT.yaml the
     reference's single SGD group) and the schedule Detectron2's ``SOLVER.LR_SCHEDULER_NAME``
@@ -324,6 +326,8 @@ class YolactTrainer(DefaultTrainer):
 
         model = self.build_model(cfg)
         apply_reference_batch_norm_rule(cfg, model, comm.get_world_size())
+        if cfg.SOLVER.CHANNELS_LAST:
+            model.to(memory_format=torch.channels_last)
         optimizer = self.build_optimizer(cfg, model)
         data_loader = self.build_train_loader(cfg)
         model = self.build_ddp_model(cfg, model)
