@@ -122,8 +122,7 @@ class YolactCheckpointer(DetectionCheckpointer):
         if not renamed:
             raise ValueError(
                 f"'{filename}' holds {kind} ImageNet weights, but none of them fits this model's "
-                f"backbone ({type(_unwrap(self.model).backbone.bottom_up).__name__}); check "
-                "MODEL.BACKBONE.NAME and MODEL.RESNETS.DEPTH against the weights."
+                "backbone; check MODEL.BACKBONE.NAME and MODEL.RESNETS.DEPTH against the weights."
             )
         self.logger.info(
             f"Loading {kind} ImageNet weights from '{filename}': {len(renamed)} tensors into "
@@ -179,11 +178,6 @@ class YolactCheckpointer(DetectionCheckpointer):
             return
         with atomic_open(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
             f.write(last_filename_basename)
-
-
-def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    """The model inside a (Distributed)DataParallel wrapper."""
-    return getattr(model, "module", model)
 
 
 def _is_state_dict(obj) -> bool:
