@@ -17,6 +17,7 @@ import torch
 from detectron2.checkpoint import DetectionCheckpointer
 
 from yolact_d2.checkpoint.convert import backbone_file_type, convert_backbone_state_dict
+from yolact_d2.modeling.maskiou import MaskIoUNet
 from yolact_d2.utils.file_io import atomic_open
 
 __all__ = ["CLASS_DEPENDENT_LAYERS", "YolactCheckpointer"]
@@ -26,7 +27,11 @@ logger = logging.getLogger(__name__)
 # Layers whose output size depends on MODEL.YOLACT.NUM_CLASSES: the head's class logits
 # (A * (C + 1) channels), the training-only semantic-segmentation conv (C) and YOLACT++'s last
 # mask-IoU conv (C). They are the only ones re-initialised when fine-tuning to another C.
-CLASS_DEPENDENT_LAYERS = ("head.cls_score", "semantic_seg_conv", "maskiou_net.net.10")
+CLASS_DEPENDENT_LAYERS = (
+    "head.cls_score",
+    "semantic_seg_conv",
+    f"maskiou_net.{MaskIoUNet.CLASS_LAYER}",
+)
 
 # Where the ImageNet backbone lives in a YOLACT model.
 _BOTTOM_UP = "backbone.bottom_up."

@@ -24,7 +24,6 @@ from .augmentation import (
 from .dataset_mapper import BadDataCounter, YolactDatasetMapper
 from .datasets import (
     read_coco_categories,
-    register_coco_2017,
     register_coco_datasets_from_config,
     register_dataset_subset,
     register_tiny_coco,

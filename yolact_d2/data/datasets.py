@@ -1,9 +1,9 @@
 # Copyright (c) yolact_d2 contributors.
 """
-Registration of the COCO 2017 splits (under ``$DETECTRON2_DATASETS``, as Detectron2 users
-expect), of the shared 100-image ``tiny_coco`` set used by tests and smoke runs, and of the COCO
-json datasets a config names in ``DATASETS.REGISTER_COCO`` (see :func:`setup_datasets` and
-``datasets/README.md``).
+Registration of the shared 100-image ``tiny_coco`` set used by tests and smoke runs, and of the
+COCO json datasets a config names in ``DATASETS.REGISTER_COCO`` (see :func:`setup_datasets` and
+``datasets/README.md``). The COCO 2017 splits are Detectron2's own builtin names
+(``coco_2017_train``/``coco_2017_val`` under ``$DETECTRON2_DATASETS``).
 """
 
 import json
@@ -18,7 +18,6 @@ from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 __all__ = [
     "tiny_coco_root",
     "register_tiny_coco",
-    "register_coco_2017",
     "register_dataset_subset",
     "read_coco_categories",
     "register_coco_datasets_from_config",
@@ -29,12 +28,6 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-# Detectron2's layout under $DETECTRON2_DATASETS: name -> (image dir, annotation json).
-_COCO_2017_SPLITS = {
-    "coco_2017_train": ("coco/train2017", "coco/annotations/instances_train2017.json"),
-    "coco_2017_val": ("coco/val2017", "coco/annotations/instances_val2017.json"),
-}
 
 
 def tiny_coco_root() -> str:
@@ -68,19 +61,6 @@ def _register_missing(splits, root):
         )
 
 
-def register_coco_2017(root=None):
-    """
-    Register ``coco_2017_train`` and ``coco_2017_val`` unless already registered. Importing
-    ``detectron2.data`` registers them (``detectron2.data.datasets.builtin``), so this only
-    fills a gap if that registration was skipped.
-
-    Args:
-        root (str or None): defaults to ``$DETECTRON2_DATASETS`` or ``datasets``.
-    """
-    root = os.path.expanduser(root or os.getenv("DETECTRON2_DATASETS", "datasets"))
-    _register_missing(_COCO_2017_SPLITS, root)
-
-
 def register_tiny_coco(root=None):
     """
     Register ``tiny_coco_train`` and ``tiny_coco_val`` (COCO 2017 images and annotations, 80
@@ -97,7 +77,6 @@ def register_tiny_coco(root=None):
     _register_missing(splits, root)
 
 
-register_coco_2017()
 register_tiny_coco()
 
 

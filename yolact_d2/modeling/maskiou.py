@@ -4,9 +4,12 @@
 import torch
 from torch import nn
 
-from .backbone.fpn import xavier_init
+from .weight_init import xavier_init
 
 __all__ = ["MaskIoUNet"]
+
+# Output channels of the five stride-2 convs.
+_CHANNELS = (8, 16, 32, 64, 128)
 
 
 class MaskIoUNet(nn.Module):
@@ -16,10 +19,14 @@ class MaskIoUNet(nn.Module):
     every class.
     """
 
+    # The name (inside the module) of the one layer whose shape depends on the number of
+    # classes, the final 1x1 conv: each stride-2 conv and each ReLU is one entry of ``net``.
+    CLASS_LAYER = f"net.{2 * len(_CHANNELS)}"
+
     def __init__(self, num_classes: int):
         super().__init__()
         layers, channels = [], 1
-        for out_channels in (8, 16, 32, 64, 128):
+        for out_channels in _CHANNELS:
             layers += [nn.Conv2d(channels, out_channels, 3, stride=2), nn.ReLU(inplace=True)]
             channels = out_channels
         layers += [nn.Conv2d(channels, num_classes, 1), nn.ReLU(inplace=True)]

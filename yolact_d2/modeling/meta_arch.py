@@ -14,7 +14,6 @@ from detectron2.structures import Instances
 
 from yolact_d2.layers import NMS_FUNCTIONS, build_nms
 
-from .backbone.fpn import xavier_init
 from .box_coder import decode_boxes
 from .fast_cpu import InferenceCopy, resolve_fast_cpu_dtype
 from .head import build_yolact_head
@@ -23,6 +22,7 @@ from .maskiou import MaskIoUNet
 from .postprocessing import detect, detections_to_instances
 from .priors import YolactPriorGenerator
 from .protonet import build_protonet
+from .weight_init import xavier_init
 
 __all__ = ["Yolact"]
 

@@ -9,7 +9,7 @@ from detectron2.config import configurable
 from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.utils.registry import Registry
 
-from .backbone.fpn import xavier_init
+from .weight_init import xavier_init
 
 __all__ = ["YOLACT_PROTONET_REGISTRY", "ProtoNet", "build_protonet"]
 

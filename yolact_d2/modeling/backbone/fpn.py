@@ -11,6 +11,7 @@ from torch import nn
 from detectron2.layers import Conv2d, ShapeSpec
 from detectron2.modeling import BACKBONE_REGISTRY, Backbone
 
+from ..weight_init import xavier_init
 from .darknet import build_darknet_backbone
 from .resnet import build_yolact_resnet_backbone
 
@@ -19,13 +20,6 @@ __all__ = [
     "build_yolact_resnet_fpn_backbone",
     "build_yolact_darknet_fpn_backbone",
 ]
-
-
-def xavier_init(module: nn.Module) -> None:
-    """The reference's initialisation of every non-backbone conv: Xavier-uniform, zero bias."""
-    nn.init.xavier_uniform_(module.weight)
-    if module.bias is not None:
-        nn.init.zeros_(module.bias)
 
 
 class YolactFPN(Backbone):
