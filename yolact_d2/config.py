@@ -14,10 +14,21 @@ def add_yolact_config(cfg):
     Args:
         cfg (CfgNode): a Detectron2 config, usually from :func:`detectron2.config.get_cfg`.
     """
+    _add_model_config(cfg)
+    _add_test_config(cfg)
+    _add_input_config(cfg)
+    _add_solver_config(cfg)
+
+
+def _add_model_config(cfg):
+    """``MODEL.YOLACT``: the network, its priors and its losses."""
     _C = cfg
     _C.MODEL.YOLACT = CN()
     # Number of foreground classes (the softmax has NUM_CLASSES + 1 outputs, background at 0).
     _C.MODEL.YOLACT.NUM_CLASSES = 80
+    # Set NUM_CLASSES from the class count of the datasets (yolact_d2.data.setup_datasets);
+    # without it a config whose NUM_CLASSES disagrees with its datasets is an error.
+    _C.MODEL.YOLACT.NUM_CLASSES_FROM_DATA = False
     # The square network input side S: images are resized to S x S ignoring the aspect ratio.
     _C.MODEL.YOLACT.INPUT_SIZE = 550
     # FPN levels fed to the prediction head, in order (priors are concatenated in this order).
@@ -100,9 +111,10 @@ def add_yolact_config(cfg):
     # DarkNet-53 depth per stage (used by build_yolact_darknet_fpn_backbone).
     _C.MODEL.YOLACT.BACKBONE.DARKNET_BLOCKS = [1, 2, 8, 8, 4]
 
-    # ---------------------------------------------------------------------------------------
-    # Inference
-    # ---------------------------------------------------------------------------------------
+
+def _add_test_config(cfg):
+    """``MODEL.YOLACT.TEST`` and the inference speed options: what the model returns, how fast."""
+    _C = cfg
     _C.MODEL.YOLACT.TEST = CN()
     # "fast" (Fast NMS, per class), "cross_class" (class-agnostic Fast NMS), "traditional"
     # (the reference's greedy NMS) or "batched" (torchvision's batched_nms on the same candidates).
@@ -132,17 +144,11 @@ def add_yolact_config(cfg):
     # channels_last only) or "auto" (bfloat16 where the CPU has AMX tiles; without them
     # oneDNN's bf16 convs are slower than its fp32 ones).
     _C.MODEL.YOLACT.FAST_CPU_DTYPE = "auto"
-    # Training under bf16 autocast on CPU (SOLVER.AMP.ENABLED covers CUDA).
-    _C.SOLVER.BF16_CPU = False
-    # Training with the weights in channels_last (NHWC) memory format, so that convolutions and
-    # their gradients run on NHWC activations: faster with oneDNN on CPU (the main job: 12%).
-    # The maths is the same, the summation order of the convolutions is not (results differ in
-    # the last bits), so it is off by default, where training matches the reference exactly.
-    _C.SOLVER.CHANNELS_LAST = False
 
-    # ---------------------------------------------------------------------------------------
-    # Data
-    # ---------------------------------------------------------------------------------------
+
+def _add_input_config(cfg):
+    """``INPUT.YOLACT`` (training augmentation) and ``DATASETS.REGISTER_COCO``."""
+    _C = cfg
     # Which YOLACT augmentations the training mapper applies (photometric, expand,
     # random sample crop, mirror); the final square resize is always applied.
     _C.INPUT.YOLACT = CN()
@@ -154,8 +160,22 @@ def add_yolact_config(cfg):
     _C.INPUT.YOLACT.MIRROR = True
 
     # ---------------------------------------------------------------------------------------
-    # Training engine (yolact_d2.engine)
+    # Datasets named by the config (yolact_d2.data.setup_datasets; see datasets/README.md)
     # ---------------------------------------------------------------------------------------
+    # [name, json_file, image_root] triples of COCO instance-format datasets to register.
+    _C.DATASETS.REGISTER_COCO = []
+
+
+def _add_solver_config(cfg):
+    """Training: ``SOLVER`` additions and the reference's training rules."""
+    _C = cfg
+    # Training under bf16 autocast on CPU (SOLVER.AMP.ENABLED covers CUDA).
+    _C.SOLVER.BF16_CPU = False
+    # Training with the weights in channels_last (NHWC) memory format, so that convolutions and
+    # their gradients run on NHWC activations: faster with oneDNN on CPU (the main job: 9%).
+    # The maths is the same, the summation order of the convolutions is not (results differ in
+    # the last bits), so it is off by default, where training matches the reference exactly.
+    _C.SOLVER.CHANNELS_LAST = False
     # The reference's --autoscale: if SOLVER.IMS_PER_BATCH = b != 8, BASE_LR *= b / 8 and
     # MAX_ITER, STEPS //= b / 8 (warm-up unchanged). Alternative to REFERENCE_WORLD_SIZE.
     _C.SOLVER.YOLACT_AUTOSCALE = False
@@ -164,7 +184,8 @@ def add_yolact_config(cfg):
     _C.SOLVER.OPTIMIZER = "SGD"
     _C.SOLVER.ADAM_BETAS = (0.9, 0.999)
     # SOLVER.CLIP_GRADIENTS.CLIP_TYPE also accepts "full_model": the L2 norm of all gradients
-    # together is clipped to CLIP_VALUE (and logged as grad_norm).
+    # together is clipped to CLIP_VALUE (and logged as grad_norm); it needs no key of its own.
+
     # Training metrics (console, metrics.json, TensorBoard) are written every LOG_PERIOD
     # iterations, each value the median over the iterations since the last write (Detectron2's
     # default writers and period are 20). 1 logs every iteration as it is.
@@ -183,11 +204,3 @@ def add_yolact_config(cfg):
     # parameter (the mask-IoU loss keeps a zero-weighted path when no mask qualifies), so this
     # is off; turn it on for custom heads whose parameters may go unused in an iteration.
     _C.SOLVER.YOLACT_DDP_FIND_UNUSED_PARAMETERS = False
-
-    # ---------------------------------------------------------------------------------------
-    # Datasets named by the config (yolact_d2.data.setup_datasets; see datasets/README.md)
-    # ---------------------------------------------------------------------------------------
-    # [name, json_file, image_root] triples of COCO instance-format datasets to register.
-    _C.DATASETS.REGISTER_COCO = []
-    # Set MODEL.YOLACT.NUM_CLASSES from the datasets' class count (else a mismatch is an error).
-    _C.MODEL.YOLACT.NUM_CLASSES_FROM_DATA = False
