@@ -1,6 +1,7 @@
 # Copyright (c) yolact_d2 contributors.
 """Helpers shared by the tests."""
 
+import numpy as np
 import os
 
 import torch
@@ -42,3 +43,26 @@ def get_model(name: str, opts=(), seed: int = 0):
     """An eval-mode model with seeded random weights."""
     torch.manual_seed(seed)
     return build_model(get_config(name, opts)).eval()
+
+
+def calibrate_batch_norm(model, image):
+    """
+    Sets every BatchNorm's running statistics to those of ``image`` (one train-mode forward
+    with cumulative averaging), so that a randomly initialised network normalises its
+    activations and makes detections of realistic confidence instead of saturated ones.
+
+    Args:
+        model (Yolact): the model (left in eval mode).
+        image (ndarray or Tensor): (H, W, 3) uint8 in the model's input format, or (3, H, W).
+    """
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    image = torch.as_tensor(np.ascontiguousarray(image))
+    if image.shape[-1] == 3:
+        image = image.permute(2, 0, 1)
+    model.train()
+    with torch.no_grad():
+        model.predict(model.preprocess_image([{"image": image}]))
+    model.eval()

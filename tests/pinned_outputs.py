@@ -21,7 +21,7 @@ from detectron2.engine import DefaultPredictor
 
 from yolact_d2.data import YolactDatasetMapper
 
-from common import get_config
+from common import calibrate_batch_norm, get_config
 
 PINNED_FILE = os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "data", "pinned_outputs.json"
@@ -48,28 +48,11 @@ def photo():
     return np.ascontiguousarray(astronaut()[:333, :417, ::-1])
 
 
-def calibrate_batch_norm(model, bgr):
-    """
-    Sets every BatchNorm's running statistics to those of ``bgr`` (one train-mode forward with
-    cumulative averaging), so that a randomly initialised network normalises its activations
-    and makes detections of realistic confidence instead of saturated ones.
-    """
-    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
-    for norm in norms:
-        norm.reset_running_stats()
-        norm.momentum = None
-    image = torch.as_tensor(bgr[:, :, ::-1].copy()).permute(2, 0, 1)  # the configs are RGB
-    model.train()
-    with torch.no_grad():
-        model.predict(model.preprocess_image([{"image": image}]))
-    model.eval()
-
-
 def detections(name):
     config, opts = CONFIGS[name]
     torch.manual_seed(0)
     predictor = DefaultPredictor(get_config(config, opts))
-    calibrate_batch_norm(predictor.model, photo())
+    calibrate_batch_norm(predictor.model, photo()[:, :, ::-1])
     with torch.no_grad():
         inst = predictor(photo())["instances"]
     out = {

@@ -7,7 +7,14 @@ import torch
 from detectron2.structures import BitMasks, Boxes, Instances
 from detectron2.utils.events import EventStorage
 
-from yolact_d2.modeling.losses import mask_loss_one_image, ohem_class_loss, semantic_seg_loss
+from yolact_d2.modeling.box_coder import encode_boxes
+from yolact_d2.modeling.losses import (
+    box_loss,
+    downsample_gt_masks,
+    mask_loss_one_image,
+    ohem_class_loss,
+    semantic_seg_loss,
+)
 from yolact_d2.modeling.matching import match_priors
 
 from common import get_model
@@ -151,7 +158,33 @@ def test_yolact_loss_normalisation_against_components():
     assert num_pos > 0
     expected_cls = ohem_class_loss(outputs["class_logits"], labels, 3) / num_pos
     assert losses["loss_cls"].item() == pytest.approx(expected_cls.item(), rel=1e-5)
-    assert all(torch.isfinite(v) for v in losses.values())
+
+    # Box, mask and semantic losses from their (separately tested) parts, with the reference's
+    # weights (1.5, 6.125, 1) and normalisers (positives of the batch; batch size).
+    priors, protos = outputs["priors"], outputs["prototypes"]
+    box_sum, mask_sum = 0.0, 0.0
+    for i, (g, c) in enumerate(zip(gts, crowds)):
+        image_labels, matched = match_priors(
+            g.gt_boxes.tensor / size, g.gt_classes, c / size, priors
+        )
+        pos = image_labels > 0
+        assert 0 < int(pos.sum()) <= 100  # no random subsampling of the masks
+        gt_boxes = g.gt_boxes.tensor[matched[pos]] / size
+        targets = encode_boxes(gt_boxes, priors[pos], (0.1, 0.2))
+        box_sum += box_loss(outputs["box_deltas"][i][pos], targets).item()
+        gt_masks = downsample_gt_masks(g.gt_masks.tensor, protos.shape[-2:])[matched[pos]]
+        mask_sum += mask_loss_one_image(
+            protos[i], outputs["coefficients"][i][pos], gt_masks, gt_boxes, 100
+        )["loss"].item()
+    assert losses["loss_box"].item() == pytest.approx(1.5 * box_sum / num_pos, rel=1e-5)
+    assert losses["loss_mask"].item() == pytest.approx(6.125 * mask_sum / num_pos, rel=1e-5)
+    with torch.no_grad():
+        seg_logits = model.semantic_seg_conv(outputs["features"]["p3"])
+    seg = semantic_seg_loss(
+        seg_logits, [g.gt_masks.tensor for g in gts], [g.gt_classes for g in gts]
+    )
+    assert losses["loss_semantic_seg"].item() == pytest.approx(seg.item() / 2, rel=1e-5)
+    assert all(v.item() > 0 for v in losses.values())
 
 
 def test_training_forward_backward_with_plus_model():

@@ -11,7 +11,7 @@ from detectron2.structures import Instances
 from yolact_d2.modeling.backbone.resnet import deformable_block_indices
 from yolact_d2.modeling.postprocessing import detections_to_instances
 
-from common import PLUS_CONFIGS, V1_CONFIGS, get_config, get_model
+from common import PLUS_CONFIGS, V1_CONFIGS, calibrate_batch_norm, get_config, get_model
 
 SIZES = {550: [69, 35, 18, 9, 5], 700: [88, 44, 22, 11, 6], 400: [50, 25, 13, 7, 4]}
 
@@ -101,16 +101,26 @@ def test_head_layout_is_anchor_major(r50):
 def test_every_config_builds_and_runs(config):
     model = get_model(config)
     image = torch.randint(0, 256, (3, 237, 301), dtype=torch.uint8)  # not a multiple of 32
+    calibrate_batch_norm(model, image)  # realistic, unsaturated detections
     with torch.no_grad():
         out = model([{"image": image, "height": 237, "width": 301}])
     inst = out[0]["instances"]
     assert isinstance(inst, Instances) and inst.image_size == (237, 301)
-    assert inst.pred_masks.shape[1:] == (237, 301) and inst.pred_masks.dtype == torch.bool
-    assert len(inst) <= 100
-    assert inst.pred_classes.min() >= 0 if len(inst) else True
-    assert inst.pred_classes.max() < 80 if len(inst) else True
+    n = len(inst)
+    assert 0 < n <= 100
+    assert inst.pred_masks.shape == (n, 237, 301) and inst.pred_masks.dtype == torch.bool
+    assert inst.pred_masks.any(dim=(1, 2)).sum() > 0  # not all masks empty
+    assert 0 <= int(inst.pred_classes.min()) and int(inst.pred_classes.max()) < 80
+    scores = inst.scores
+    assert bool((scores > 0.05).all() and (scores <= 1).all())
+    assert bool((scores[:-1] >= scores[1:]).all())  # sorted, as the reference returns them
+    boxes = inst.pred_boxes.tensor
+    assert torch.equal(boxes, boxes.round()) and bool((boxes[:, 2:] > boxes[:, :2]).all())
+    assert bool((boxes[:, 0::2] >= 0).all() and (boxes[:, 0::2] <= 301).all())
+    assert bool((boxes[:, 1::2] >= 0).all() and (boxes[:, 1::2] <= 237).all())
+    assert inst.has("mask_scores") == (config in PLUS_CONFIGS)
     if config in PLUS_CONFIGS:
-        assert inst.has("mask_scores")
+        assert inst.mask_scores.shape == (n,) and bool((inst.mask_scores >= 0).all())
 
 
 def test_deformable_block_selection_matches_reference():
@@ -200,7 +210,12 @@ def test_batched_inference_matches_single(r50):
         batched = r50([{"image": im} for im in images])
         single = [r50([{"image": im}])[0] for im in images]
     for b, s in zip(batched, single):
-        assert b["instances"].image_size == s["instances"].image_size
-        torch.testing.assert_close(
-            b["instances"].scores, s["instances"].scores, rtol=1e-4, atol=1e-5
-        )
+        b, s = b["instances"], s["instances"]
+        assert b.image_size == s.image_size and len(b) == len(s) > 0
+        assert torch.equal(b.pred_classes, s.pred_classes)
+        torch.testing.assert_close(b.scores, s.scores, rtol=1e-4, atol=1e-5)
+        assert torch.equal(b.pred_boxes.tensor, s.pred_boxes.tensor)
+        # A batch may sum its convolutions in another order: masks agree to the last pixels.
+        inter = (b.pred_masks & s.pred_masks).sum()
+        union = (b.pred_masks | s.pred_masks).sum()
+        assert union > 0 and inter / union > 0.999
