@@ -55,3 +55,28 @@ def test_encode_exact_values():
         ]
     )
     torch.testing.assert_close(encode_boxes(box, priors), expected)
+
+
+def test_box_ops_are_bit_identical_to_the_reference_formulas():
+    """torchvision's ops (used for the 2-D cases) against the reference's jaccard/point_form."""
+    from yolact_d2.layers import box_iou, center_size_to_corners
+
+    torch.manual_seed(0)
+    for dtype in (torch.float32, torch.float64):
+        centre_size = torch.rand(400, 4, dtype=dtype) * torch.tensor([1, 1, 0.5, 0.5], dtype=dtype)
+        corners = center_size_to_corners(centre_size)
+        # point_form: (cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2)
+        half = centre_size[:, 2:] / 2
+        expected = torch.cat((centre_size[:, :2] - half, centre_size[:, :2] + half), dim=1)
+        assert torch.equal(corners, expected)
+        a, b = corners[:250], corners[250:]
+        # jaccard: intersection / (area_a + area_b - intersection), with clamped overlaps
+        lt = torch.max(a[:, None, :2], b[None, :, :2])
+        rb = torch.min(a[:, None, 2:], b[None, :, 2:])
+        inter = (rb - lt).clamp(min=0).prod(dim=2)
+        area = lambda x: (x[:, 2] - x[:, 0]) * (x[:, 3] - x[:, 1])  # noqa: E731
+        expected_iou = inter / (area(a)[:, None] + area(b)[None, :] - inter)
+        assert torch.equal(box_iou(a, b), expected_iou)
+        # the batched form (Fast NMS) agrees with the 2-D one, class by class
+        batched = box_iou(corners[None, :200].repeat(3, 1, 1), corners[None, 200:].repeat(3, 1, 1))
+        assert all(torch.equal(batched[c], box_iou(corners[:200], corners[200:])) for c in range(3))

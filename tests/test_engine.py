@@ -391,6 +391,29 @@ class TestCheckpointer(unittest.TestCase):
             )
         )
 
+    def test_data_parallel_prefix_is_stripped(self):
+        torch.manual_seed(0)
+        source = build_model(tiny_cfg())
+        torch.save(
+            {"model": {"module." + k: v for k, v in source.state_dict().items()}},
+            self.path("ddp.pth"),
+        )
+        # and a torchvision backbone saved from a DataParallel classifier
+        net = torchvision.models.resnet18(weights=None)
+        torch.save({"module." + k: v for k, v in net.state_dict().items()}, self.path("tv.pth"))
+        torch.manual_seed(1)
+        model = build_model(tiny_cfg())
+        YolactCheckpointer(model).load(self.path("ddp.pth"))
+        for key, value in source.state_dict().items():
+            self.assertTrue(torch.equal(model.state_dict()[key], value), key)
+        YolactCheckpointer(model).load(self.path("tv.pth"))
+        self.assertTrue(
+            torch.equal(
+                model.state_dict()["backbone.bottom_up.res3.1.conv2.weight"],
+                net.state_dict()["layer2.1.conv2.weight"],
+            )
+        )
+
     def test_detectron2_pkl_backbones(self):
         model = build_model(tiny_cfg())
         stem = np.random.rand(64, 3, 7, 7).astype(np.float32)

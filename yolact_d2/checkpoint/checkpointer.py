@@ -13,6 +13,7 @@ from typing import Dict, List, Tuple
 from urllib.parse import urlparse
 
 import torch
+from fvcore.common.checkpoint import _strip_prefix_if_present
 
 from detectron2.checkpoint import DetectionCheckpointer
 
@@ -41,13 +42,6 @@ def _is_original_yolact(state_dict: Mapping) -> bool:
     """Whether ``state_dict`` is an unconverted dbolya/yolact checkpoint (plain state dict)."""
     prefixes = ("proto_net.", "prediction_layers.", "fpn.lat_layers.")
     return any(k.startswith(prefixes) for k in state_dict)
-
-
-def _strip_module_prefix(state_dict: Dict) -> Dict:
-    """Removes the ``module.`` prefix that (Distributed)DataParallel adds to every key."""
-    if state_dict and all(k.startswith("module.") for k in state_dict):
-        return {k[len("module.") :]: v for k, v in state_dict.items()}
-    return state_dict
 
 
 class YolactCheckpointer(DetectionCheckpointer):
@@ -112,7 +106,8 @@ class YolactCheckpointer(DetectionCheckpointer):
                 f"'{filename}' is an original dbolya/yolact checkpoint; convert it first: "
                 f"python tools/convert_yolact_weights.py {filename} <output>.pth"
             )
-        model_state = _strip_module_prefix(model_state)
+        # The "module." of (Distributed)DataParallel, removed as fvcore's loader removes it.
+        _strip_prefix_if_present(model_state, "module.")
         backbone_type = backbone_file_type(model_state)
         if backbone_type is not None:
             return self._from_backbone_file(filename, model_state, backbone_type)
@@ -139,7 +134,7 @@ class YolactCheckpointer(DetectionCheckpointer):
         return {"model": renamed, "__author__": backbone_type, "matching_heuristics": False}
 
     def _load_model(self, checkpoint):
-        checkpoint["model"] = _strip_module_prefix(checkpoint["model"])
+        _strip_prefix_if_present(checkpoint["model"], "module.")
         reinitialised = _drop_class_dependent_mismatches(
             checkpoint["model"], self.model.state_dict()
         )
