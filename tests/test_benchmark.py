@@ -15,9 +15,7 @@ from detectron2.structures import Boxes, Instances
 
 from yolact_d2.benchmark import (
     NMS_METHODS,
-    STAGES,
     MaskAgreement,
-    YolactStageProfiler,
     benchmark_nms,
     build_predictor,
     clustered_candidates,
@@ -32,8 +30,11 @@ from yolact_d2.benchmark import (
     plot_speed_vs_ap,
     random_objects,
     synthetic_candidate_sets,
+    synthetic_postprocess,
+    timed_stages,
     yolact_priors,
 )
+from yolact_d2.utils.stages import POSTPROCESS_STAGES, STAGES, StageRecorder, stage
 
 from common import REPO_ROOT
 
@@ -115,17 +116,49 @@ def test_benchmark_tool_end_to_end(tmp_path, two_images):
     assert "| config | precision |" in markdown and "| backbone+FPN |" in markdown
 
 
-def test_stage_breakdown_reproduces_the_predictor_and_sums_to_the_total(two_images):
+def test_stage_breakdown_times_the_predictors_own_inference(two_images):
     predictor = build_predictor("yolact_R_50_FPN_550.yaml", opts=TINY_OPTS)
-    profiler = YolactStageProfiler(predictor)
     for image in two_images:
         expected = predictor(image)["instances"]
-        (got,), seconds, (num_candidates,) = profiler([image])
+        (got,), seconds, total, (num_candidates,) = timed_stages(predictor, [image])
+        got = got["instances"]
         assert set(seconds) == set(STAGES) and all(s > 0 for s in seconds.values())
+        # The stages are disjoint parts of the one call they were measured in.
+        assert sum(seconds.values()) <= total
         assert num_candidates > 0
         for field in ["scores", "pred_classes", "pred_masks"]:
             assert torch.equal(got.get(field), expected.get(field)), field
         assert torch.equal(got.pred_boxes.tensor, expected.pred_boxes.tensor)
+
+
+def test_stage_marks_record_only_inside_a_recorder():
+    with stage("nms"):  # no recorder: nothing to record into, nothing fails
+        pass
+    with StageRecorder() as recorder:
+        with stage("nms"):
+            pass
+        with stage("nms"):
+            pass
+    with stage("paste"):  # after the recorder closed
+        pass
+    seconds = recorder.seconds()
+    assert set(seconds) == set(STAGES)
+    assert seconds["nms"] > 0 and all(seconds[s] == 0 for s in STAGES if s != "nms")
+
+
+def test_synthetic_postprocess_runs_the_models_inference(two_images):
+    predictor = build_predictor("yolact_R_50_FPN_550.yaml", opts=TINY_OPTS)
+    objects = [
+        (torch.tensor([[0.1, 0.1, 0.5, 0.6], [0.4, 0.3, 0.9, 0.8]]), torch.tensor([0, 17]))
+        for _ in two_images
+    ]
+    row = synthetic_postprocess(predictor, two_images, objects)
+    assert all(row[f"synthetic_stage_{s}_ms"] > 0 for s in POSTPROCESS_STAGES)
+    assert row["synthetic_postprocess_ms"] == pytest.approx(
+        sum(row[f"synthetic_stage_{s}_ms"] for s in POSTPROCESS_STAGES), rel=0.5
+    )
+    # candidates clustered around the two objects, most suppressed by NMS
+    assert row["synthetic_candidates_per_image"] > row["synthetic_detections_per_image"] >= 2
 
 
 def test_nms_benchmark_on_a_small_candidate_set():

@@ -1,7 +1,7 @@
 # Copyright (c) yolact_d2 contributors.
 import torch
 
-from yolact_d2.layers import fast_nms
+from yolact_d2.layers import build_nms, fast_nms
 from yolact_d2.modeling.postprocessing import _gather_columns, detect, select_candidates, suppress
 
 
@@ -27,8 +27,9 @@ def test_detect_is_select_candidates_then_suppress():
     expected_scores, classes, order = fast_nms(
         boxes[candidates], probs[candidates].t(), 0.5, 50, 30
     )
-    got = detect(logits, boxes, fast_nms, 0.2, iou_threshold=0.5, top_k=50, max_num_detections=30)
+    nms = build_nms("fast", iou_threshold=0.5, top_k=50, max_num_detections=30)
+    got = detect(logits, boxes, nms, 0.2)
     assert torch.equal(got["scores"], expected_scores) and torch.equal(got["classes"], classes)
     assert torch.equal(got["indices"], candidates[order])
-    again = suppress(boxes, scores, candidates, fast_nms, top_k=50, max_num_detections=30)
+    again = suppress(boxes, scores, candidates, nms)
     assert all(torch.equal(again[k], got[k]) for k in got)

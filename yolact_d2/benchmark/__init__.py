@@ -21,7 +21,6 @@ from .nms_benchmark import (
     synthetic_candidate_sets,
     yolact_priors,
 )
-from .postprocess import synthetic_postprocess
 from .predictor import (
     CONFIG_PRESETS,
     PRECISIONS,
@@ -46,11 +45,5 @@ from .report import (
     write_csv,
 )
 from .runner import BenchmarkSettings, add_relative_speed, benchmark_config
-from .stages import (
-    NETWORK_STAGES,
-    POSTPROCESS_STAGES,
-    STAGES,
-    YolactStageProfiler,
-    postprocess_stages,
-)
+from .stage_breakdown import synthetic_postprocess, timed_stages
 from .timing import PeakMemory, Stopwatch, cpu_load, latency_stats, synchronize

@@ -219,7 +219,10 @@ def model_candidate_sets(predictor, images: Sequence[np.ndarray]) -> List[Candid
             boxes = decode_boxes(outputs["box_deltas"], outputs["priors"], model.box_variances)
             sets.append(
                 _candidate_set(
-                    boxes[0].cpu(), outputs["class_logits"][0].cpu(), model.score_threshold, -1
+                    boxes[0].cpu(),
+                    outputs["class_logits"][0].cpu(),
+                    model.postprocess.score_threshold,
+                    -1,
                 )
             )
     return sets

@@ -18,6 +18,7 @@ from detectron2.engine import DefaultPredictor
 
 from yolact_d2.config import add_yolact_config
 from yolact_d2.data.datasets import setup_datasets
+from yolact_d2.utils.stages import stage
 
 __all__ = [
     "PRECISIONS",
@@ -230,7 +231,9 @@ class BenchmarkPredictor(DefaultPredictor):
             list[dict]: the model's outputs, one per image.
         """
         with torch.no_grad(), self.autocast():
-            return self.model([self.prepare(image) for image in original_images])
+            with stage("preprocess"):
+                inputs = [self.prepare(image) for image in original_images]
+            return self.model(inputs)
 
 
 def load_weights(model: torch.nn.Module, path: str, yolact: bool) -> None:

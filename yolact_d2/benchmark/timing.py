@@ -4,51 +4,13 @@
 import contextlib
 import numpy as np
 import resource
-import time
-from typing import Dict, Iterator, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
+from yolact_d2.utils.stages import Stopwatch, synchronize
+
 __all__ = ["synchronize", "Stopwatch", "latency_stats", "PeakMemory", "cpu_load"]
-
-
-def synchronize(device: torch.device) -> None:
-    """Waits for queued CUDA work on ``device`` (a no-op on CPU), so that times are real."""
-    if torch.device(device).type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-class Stopwatch:
-    """
-    Named wall-clock intervals, synchronising ``device`` at both ends of each::
-
-        watch = Stopwatch(device)
-        with watch("nms"):
-            ...
-        watch.totals()  # {"nms": seconds, ...}; repeated names accumulate.
-    """
-
-    def __init__(self, device: torch.device = torch.device("cpu")):
-        self.device = torch.device(device)
-        self._totals: Dict[str, float] = {}
-
-    @contextlib.contextmanager
-    def __call__(self, name: str) -> Iterator[None]:
-        synchronize(self.device)
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            synchronize(self.device)
-            self.add(name, time.perf_counter() - start)
-
-    def add(self, name: str, seconds: float) -> None:
-        """Adds ``seconds`` to the interval ``name``."""
-        self._totals[name] = self._totals.get(name, 0.0) + seconds
-
-    def totals(self) -> Dict[str, float]:
-        """Seconds per name, in first-seen order."""
-        return dict(self._totals)
 
 
 def latency_stats(seconds: Sequence[float]) -> Dict[str, float]:

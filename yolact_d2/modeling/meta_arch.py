@@ -2,7 +2,7 @@
 """The YOLACT meta-architecture."""
 
 import contextlib
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
@@ -13,13 +13,20 @@ from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import Instances
 
 from yolact_d2.layers import NMS_FUNCTIONS, build_nms
+from yolact_d2.utils.stages import record_count, stage
 
 from .box_coder import decode_boxes
 from .fast_cpu import InferenceCopy, resolve_fast_cpu_dtype
 from .head import build_yolact_head
 from .losses import YolactLoss
 from .maskiou import MaskIoUNet
-from .postprocessing import detect, detections_to_instances
+from .postprocessing import (
+    PostprocessSettings,
+    assemble_detection_masks,
+    paste_detections,
+    select_candidates,
+    suppress,
+)
 from .priors import YolactPriorGenerator
 from .protonet import build_protonet
 from .weight_init import xavier_init
@@ -59,15 +66,7 @@ class Yolact(nn.Module):
         box_variances=(0.1, 0.2),
         semantic_seg_conv: Optional[nn.Module] = None,
         maskiou_net: Optional[nn.Module] = None,
-        nms_type: str = "fast",
-        score_threshold: float = 0.05,
-        top_k: int = 200,
-        nms_threshold: float = 0.5,
-        max_detections_per_image: int = 100,
-        mask_threshold: float = 0.5,
-        crop_masks: bool = True,
-        rescore_mask: bool = True,
-        rescore_box: bool = False,
+        postprocess: PostprocessSettings = PostprocessSettings(),
         fast_cpu_inference: bool = False,
         fast_cpu_dtype: str = "auto",
     ):
@@ -90,12 +89,8 @@ class Yolact(nn.Module):
             semantic_seg_conv (nn.Module or None): 1x1 conv on P3 for the training-only
                 semantic-segmentation loss.
             maskiou_net (nn.Module or None): YOLACT++ mask re-scoring network.
-            nms_type (str): "fast", "cross_class" or "traditional".
-            score_threshold, top_k, nms_threshold, max_detections_per_image: see
-                ``MODEL.YOLACT.TEST``.
-            mask_threshold (float): binarisation threshold of the final masks.
-            crop_masks (bool): crop masks by their predicted boxes.
-            rescore_mask, rescore_box (bool): YOLACT++ score re-weighting.
+            postprocess (PostprocessSettings): the test-time options (``MODEL.YOLACT.TEST``,
+                ``MODEL.YOLACT.MASKIOU``).
             fast_cpu_inference (bool): the fast CPU inference path: BatchNorm folded into the
                 convs, channels_last activations, and autocast to ``fast_cpu_dtype``.
             fast_cpu_dtype (str): "bfloat16", "float32" (no autocast) or "auto" (bfloat16
@@ -115,20 +110,21 @@ class Yolact(nn.Module):
         self.input_format = input_format
         self.num_classes = num_classes
         self.box_variances = tuple(box_variances)
-        if nms_type not in NMS_FUNCTIONS:
+        if postprocess.nms_type not in NMS_FUNCTIONS:
             raise ValueError(
                 f"MODEL.YOLACT.TEST.NMS_TYPE must be one of {sorted(NMS_FUNCTIONS)}, "
-                f"got {nms_type!r}"
+                f"got {postprocess.nms_type!r}"
             )
-        self.nms_type = nms_type
-        self.score_threshold = score_threshold
-        self.top_k = top_k
-        self.nms_threshold = nms_threshold
-        self.max_detections_per_image = max_detections_per_image
-        self.mask_threshold = mask_threshold
-        self.crop_masks = crop_masks
-        self.rescore_mask = rescore_mask
-        self.rescore_box = rescore_box
+        self.postprocess = postprocess
+        # nms(boxes (n, 4), scores (C, n)) -> (scores, classes, order), settings bound.
+        self._nms = build_nms(
+            postprocess.nms_type,
+            iou_threshold=postprocess.nms_threshold,
+            top_k=postprocess.top_k,
+            max_num_detections=postprocess.max_detections_per_image,
+            score_threshold=postprocess.score_threshold,
+            input_size=self.input_size,
+        )
         self.fast_cpu_inference = fast_cpu_inference
         self.fast_cpu_dtype = resolve_fast_cpu_dtype(fast_cpu_dtype)
         self._inference_copy = InferenceCopy(self.fast_cpu_dtype)
@@ -176,15 +172,7 @@ class Yolact(nn.Module):
             "box_variances": y.BOX_VARIANCES,
             "semantic_seg_conv": semantic_seg_conv,
             "maskiou_net": MaskIoUNet(y.NUM_CLASSES) if y.MASKIOU.ENABLED else None,
-            "nms_type": y.TEST.NMS_TYPE,
-            "score_threshold": y.TEST.SCORE_THRESH,
-            "top_k": y.TEST.TOP_K,
-            "nms_threshold": y.TEST.NMS_THRESH,
-            "max_detections_per_image": y.TEST.DETECTIONS_PER_IMAGE,
-            "mask_threshold": y.TEST.MASK_THRESH,
-            "crop_masks": y.TEST.CROP_MASKS,
-            "rescore_mask": y.MASKIOU.RESCORE_MASK,
-            "rescore_box": y.MASKIOU.RESCORE_BOX,
+            "postprocess": PostprocessSettings.from_config(cfg),
             "fast_cpu_inference": y.FAST_CPU_INFERENCE,
             "fast_cpu_dtype": y.FAST_CPU_DTYPE,
         }
@@ -219,11 +207,11 @@ class Yolact(nn.Module):
             return torch.autocast("cpu", dtype=self.fast_cpu_dtype)
         return contextlib.nullcontext()
 
-    def network_modules(self, images: torch.Tensor):
+    def _networks(self, images: torch.Tensor):
         """
-        The (backbone, head, protonet) that :meth:`predict` runs on ``images``: the model's own,
-        or on the fast CPU path inference copies with BatchNorm folded into the convs and
-        channels_last weights (rebuilt automatically when the weights change).
+        The (backbone, head, protonet) that :meth:`predict` runs: the model's own, or on the
+        fast CPU path inference copies with BatchNorm folded into the convs and channels_last
+        weights (rebuilt automatically when the weights change).
         """
         if self._fast_cpu_path(images):
             return self._inference_copy.get(self.backbone, self.head, self.protonet)
@@ -231,7 +219,8 @@ class Yolact(nn.Module):
 
     def predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """
-        Runs the network on normalised S x S images.
+        Runs the network on normalised S x S images (stages "backbone_fpn", "head",
+        "protonet", then the start of "decode").
 
         Args:
             images (Tensor): (N, 3, S, S).
@@ -241,23 +230,28 @@ class Yolact(nn.Module):
             "box_deltas" (N, R, 4), "coefficients" (N, R, k), "prototypes" (N, k, h, w),
             "priors" (R, 4).
         """
-        backbone, head, protonet = self.network_modules(images)
+        backbone, head, protonet = self._networks(images)
         if self._fast_cpu_path(images):
-            images = images.contiguous(memory_format=torch.channels_last)
+            with stage("preprocess"):
+                images = images.contiguous(memory_format=torch.channels_last)
         with self._autocast(images):
-            features = backbone(images)
-            head_features = [features[f] for f in self.head_in_features]
-            class_logits, box_deltas, coefficients = head(head_features)
-            prototypes = protonet(features[self.protonet_in_feature])
-        priors = self.prior_generator([f.shape[-2:] for f in head_features], images.device)
-        return {
-            "features": features,
-            "class_logits": class_logits.float(),
-            "box_deltas": box_deltas.float(),
-            "coefficients": coefficients.float(),
-            "prototypes": prototypes.float().contiguous(),
-            "priors": priors,
-        }
+            with stage("backbone_fpn"):
+                features = backbone(images)
+            with stage("head"):
+                head_features = [features[f] for f in self.head_in_features]
+                class_logits, box_deltas, coefficients = head(head_features)
+            with stage("protonet"):
+                prototypes = protonet(features[self.protonet_in_feature])
+        with stage("decode"):
+            priors = self.prior_generator([f.shape[-2:] for f in head_features], images.device)
+            return {
+                "features": features,
+                "class_logits": class_logits.float(),
+                "box_deltas": box_deltas.float(),
+                "coefficients": coefficients.float(),
+                "prototypes": prototypes.float().contiguous(),
+                "priors": priors,
+            }
 
     def forward(self, batched_inputs: List[Dict]):
         """
@@ -269,7 +263,8 @@ class Yolact(nn.Module):
         Returns:
             dict[str, Tensor] of losses in training; otherwise list[dict] with "instances".
         """
-        images = self.preprocess_image(batched_inputs)
+        with stage("preprocess"):
+            images = self.preprocess_image(batched_inputs)
         outputs = self.predict(images)
         if self.training:
             if self.loss is None:
@@ -291,22 +286,11 @@ class Yolact(nn.Module):
         ]
         return [{"instances": r} for r in self.inference(outputs, image_sizes)]
 
-    def nms_function(self) -> Callable:
-        """
-        The configured NMS with this model's settings bound, as :func:`detect` calls it:
-        ``nms(boxes (n, 4), scores (C, n)) -> (scores, classes, indices)``.
-        """
-        return build_nms(
-            self.nms_type,
-            iou_threshold=self.nms_threshold,
-            top_k=self.top_k,
-            max_num_detections=self.max_detections_per_image,
-            score_threshold=self.score_threshold,
-            input_size=self.input_size,
-        )
-
     def inference(self, outputs: Dict[str, torch.Tensor], image_sizes) -> List[Instances]:
         """
+        Post-processing, stage by stage ("decode", "nms", "mask_assembly", "paste"), as the
+        reference's ``Detect`` and ``postprocess``.
+
         Args:
             outputs (dict): from :meth:`predict`.
             image_sizes (list[tuple[int, int]]): original (H, W) of each image.
@@ -314,23 +298,28 @@ class Yolact(nn.Module):
         Returns:
             list[Instances]: one per image, at its original size.
         """
-        boxes = decode_boxes(outputs["box_deltas"], outputs["priors"], self.box_variances)
-        nms = self.nms_function()
+        settings = self.postprocess
+        with stage("decode"):
+            boxes = decode_boxes(outputs["box_deltas"], outputs["priors"], self.box_variances)
         results = []
         for i, image_size in enumerate(image_sizes):
-            detections = detect(outputs["class_logits"][i], boxes[i], nms, self.score_threshold)
-            results.append(
-                detections_to_instances(
+            with stage("decode"):
+                scores, candidates = select_candidates(
+                    outputs["class_logits"][i], settings.score_threshold
+                )
+            record_count("candidates", len(candidates))
+            with stage("nms"):
+                detections = suppress(boxes[i], scores, candidates, self._nms)
+            with stage("mask_assembly"):
+                assembled = assemble_detection_masks(
                     detections,
                     boxes[i],
                     outputs["coefficients"][i],
                     outputs["prototypes"][i],
-                    (int(image_size[0]), int(image_size[1])),
-                    mask_threshold=self.mask_threshold,
-                    crop=self.crop_masks,
-                    maskiou_net=self.maskiou_net,
-                    rescore_mask=self.rescore_mask,
-                    rescore_box=self.rescore_box,
+                    settings,
+                    self.maskiou_net,
                 )
-            )
+            with stage("paste"):
+                size = (int(image_size[0]), int(image_size[1]))
+                results.append(paste_detections(assembled, size, settings.mask_threshold))
         return results

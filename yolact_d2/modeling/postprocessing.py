@@ -1,6 +1,7 @@
 # Copyright (c) yolact_d2 contributors.
 """YOLACT inference: candidate selection, NMS, mask assembly and pasting to the original image."""
 
+from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Tuple
 
 import torch
@@ -10,6 +11,7 @@ from detectron2.structures import Boxes, Instances
 from .mask_assembly import assemble_masks, box_crop_bounds, crop_masks, upsample_masks
 
 __all__ = [
+    "PostprocessSettings",
     "detect",
     "select_candidates",
     "suppress",
@@ -17,6 +19,50 @@ __all__ = [
     "assemble_detection_masks",
     "paste_detections",
 ]
+
+
+@dataclass(frozen=True)
+class PostprocessSettings:
+    """
+    The test-time options of YOLACT's post-processing (``MODEL.YOLACT.TEST`` and
+    ``MODEL.YOLACT.MASKIOU``), built once from the config; the defaults reproduce the
+    reference's COCO evaluation.
+
+    Attributes:
+        nms_type (str): a key of :data:`yolact_d2.layers.NMS_FUNCTIONS`.
+        score_threshold (float): the score pre-filter (strict ``>``).
+        top_k (int): candidates per class entering NMS.
+        nms_threshold (float): IoU threshold of NMS.
+        max_detections_per_image (int): detections kept per image.
+        mask_threshold (float): binarisation threshold of the up-sampled masks.
+        crop_masks (bool): crop masks by their predicted boxes.
+        rescore_mask, rescore_box (bool): which scores YOLACT++'s predicted mask IoU multiplies.
+    """
+
+    nms_type: str = "fast"
+    score_threshold: float = 0.05
+    top_k: int = 200
+    nms_threshold: float = 0.5
+    max_detections_per_image: int = 100
+    mask_threshold: float = 0.5
+    crop_masks: bool = True
+    rescore_mask: bool = True
+    rescore_box: bool = False
+
+    @classmethod
+    def from_config(cls, cfg) -> "PostprocessSettings":
+        test, maskiou = cfg.MODEL.YOLACT.TEST, cfg.MODEL.YOLACT.MASKIOU
+        return cls(
+            nms_type=test.NMS_TYPE,
+            score_threshold=test.SCORE_THRESH,
+            top_k=test.TOP_K,
+            nms_threshold=test.NMS_THRESH,
+            max_detections_per_image=test.DETECTIONS_PER_IMAGE,
+            mask_threshold=test.MASK_THRESH,
+            crop_masks=test.CROP_MASKS,
+            rescore_mask=maskiou.RESCORE_MASK,
+            rescore_box=maskiou.RESCORE_BOX,
+        )
 
 
 def select_candidates(
@@ -44,7 +90,6 @@ def suppress(
     scores: torch.Tensor,
     candidates: torch.Tensor,
     nms: Callable,
-    **nms_kwargs,
 ) -> Dict[str, torch.Tensor]:
     """
     NMS over the candidates of :func:`select_candidates`.
@@ -53,14 +98,14 @@ def suppress(
         boxes (Tensor): (R, 4) decoded relative XYXY boxes.
         scores (Tensor): (C, R) foreground scores.
         candidates (Tensor): (n,) prior indices.
-        nms (callable): one of :data:`yolact_d2.layers.NMS_FUNCTIONS`.
-        nms_kwargs: forwarded to ``nms``.
+        nms (callable): ``nms(boxes (n, 4), scores (C, n)) -> (scores, classes, order)``, e.g.
+            :func:`yolact_d2.layers.build_nms` of the configured settings.
 
     Returns:
         dict: "scores" (D,), "classes" (D,) in [0, C), "indices" (D,) into the R priors.
     """
     candidate_scores = _gather_columns(scores, candidates)
-    kept_scores, classes, order = nms(boxes[candidates].float(), candidate_scores, **nms_kwargs)
+    kept_scores, classes, order = nms(boxes[candidates].float(), candidate_scores)
     return {"scores": kept_scores, "classes": classes, "indices": candidates[order]}
 
 
@@ -80,7 +125,6 @@ def detect(
     boxes: torch.Tensor,
     nms: Callable,
     score_threshold: float,
-    **nms_kwargs,
 ) -> Dict[str, torch.Tensor]:
     """
     The reference's ``Detect`` for one image: :func:`select_candidates`, then :func:`suppress`.
@@ -88,15 +132,14 @@ def detect(
     Args:
         class_logits (Tensor): (R, C + 1) logits, background first.
         boxes (Tensor): (R, 4) decoded relative XYXY boxes.
-        nms (callable): one of :data:`yolact_d2.layers.NMS_FUNCTIONS`.
+        nms (callable): see :func:`suppress`.
         score_threshold (float): the pre-filter (strict ``>``).
-        nms_kwargs: forwarded to ``nms``.
 
     Returns:
         dict: "scores" (D,), "classes" (D,) in [0, C), "indices" (D,) into the R priors.
     """
     scores, candidates = select_candidates(class_logits, score_threshold)
-    return suppress(boxes, scores, candidates, nms, **nms_kwargs)
+    return suppress(boxes, scores, candidates, nms)
 
 
 def _pixel_boxes(boxes: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tensor:
@@ -112,10 +155,8 @@ def assemble_detection_masks(
     boxes: torch.Tensor,
     coefficients: torch.Tensor,
     prototypes: torch.Tensor,
-    crop: bool = True,
+    settings: PostprocessSettings = PostprocessSettings(),
     maskiou_net: Optional[torch.nn.Module] = None,
-    rescore_mask: bool = True,
-    rescore_box: bool = False,
 ) -> Dict[str, torch.Tensor]:
     """
     Masks of the detections at prototype resolution: assembled, cropped by the predicted box
@@ -126,9 +167,8 @@ def assemble_detection_masks(
         boxes (Tensor): (R, 4) relative XYXY boxes of all priors.
         coefficients (Tensor): (R, k) mask coefficients of all priors.
         prototypes (Tensor): (k, h, w) prototypes of the image.
-        crop (bool): crop masks by their boxes.
+        settings (PostprocessSettings): ``crop_masks``, ``rescore_mask``, ``rescore_box``.
         maskiou_net (nn.Module or None): YOLACT++ re-scoring network.
-        rescore_mask, rescore_box (bool): which scores the predicted mask IoU multiplies.
 
     Returns:
         dict: "masks" (D, h, w) soft masks, "boxes" (D, 4) relative XYXY, "scores" (D,),
@@ -138,15 +178,15 @@ def assemble_detection_masks(
     rel_boxes = boxes[idx].float()
     scores, classes = detections["scores"], detections["classes"]
     masks = assemble_masks(prototypes.float(), coefficients[idx].float())
-    if crop:
+    if settings.crop_masks:
         masks = crop_masks(masks, rel_boxes)
     result = {"masks": masks, "boxes": rel_boxes, "scores": scores, "classes": classes}
     if maskiou_net is not None:
         predicted_iou = maskiou_net(masks[:, None]).gather(1, classes[:, None]).squeeze(1)
         result["mask_scores"] = scores
-        if rescore_mask:
+        if settings.rescore_mask:
             result["mask_scores"] = scores * predicted_iou
-            if rescore_box:
+            if settings.rescore_box:
                 result["scores"] = result["mask_scores"]
     return result
 
@@ -186,11 +226,8 @@ def detections_to_instances(
     coefficients: torch.Tensor,
     prototypes: torch.Tensor,
     image_size: Tuple[int, int],
-    mask_threshold: float = 0.5,
-    crop: bool = True,
+    settings: PostprocessSettings = PostprocessSettings(),
     maskiou_net: Optional[torch.nn.Module] = None,
-    rescore_mask: bool = True,
-    rescore_box: bool = False,
 ) -> Instances:
     """
     Turns the detections of one image into Detectron2 ``Instances`` at the original image size:
@@ -202,23 +239,14 @@ def detections_to_instances(
         coefficients (Tensor): (R, k) mask coefficients of all priors.
         prototypes (Tensor): (k, h, w) prototypes of the image.
         image_size (tuple[int, int]): (H, W) of the original image.
-        mask_threshold (float): binarisation threshold.
-        crop (bool): crop masks by their boxes.
+        settings (PostprocessSettings): the test-time options.
         maskiou_net (nn.Module or None): YOLACT++ re-scoring network.
-        rescore_mask, rescore_box (bool): which scores the predicted mask IoU multiplies.
 
     Returns:
         Instances: ``pred_boxes`` (Boxes), ``scores``, ``pred_classes``, ``pred_masks``
         (D, H, W) bool, and for YOLACT++ ``mask_scores``.
     """
     assembled = assemble_detection_masks(
-        detections,
-        boxes,
-        coefficients,
-        prototypes,
-        crop=crop,
-        maskiou_net=maskiou_net,
-        rescore_mask=rescore_mask,
-        rescore_box=rescore_box,
+        detections, boxes, coefficients, prototypes, settings, maskiou_net
     )
-    return paste_detections(assembled, image_size, mask_threshold)
+    return paste_detections(assembled, image_size, settings.mask_threshold)
