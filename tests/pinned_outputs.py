@@ -67,9 +67,9 @@ def detections(name):
     return out
 
 
-def training_losses():
-    """Losses of a seeded YOLACT R50 (train mode) on the first two tiny_coco_train images."""
-    cfg = get_config("yolact_R_50_FPN_550.yaml", TRAIN_OPTS)
+def training_losses(config="yolact_R_50_FPN_550.yaml"):
+    """Losses of a seeded model (train mode) on the first two tiny_coco_train images."""
+    cfg = get_config(config, TRAIN_OPTS)
     torch.manual_seed(0)
     from detectron2.modeling import build_model
 
@@ -85,6 +85,7 @@ def compute_all():
     return {
         "detections": {name: detections(name) for name in CONFIGS},
         "losses": training_losses(),
+        "losses_plus": training_losses("yolact_plus_R_50_FPN_550.yaml"),
     }
 
 

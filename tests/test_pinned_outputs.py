@@ -33,17 +33,16 @@ def test_detections_are_unchanged(name, pinned):
         np.testing.assert_allclose(actual["mask_scores"], expected["mask_scores"], atol=1e-4)
 
 
-def test_training_losses_are_unchanged(pinned):
-    expected, actual = pinned["losses"], training_losses()
-    assert (
-        sorted(actual)
-        == sorted(expected)
-        == [
-            "loss_box",
-            "loss_cls",
-            "loss_mask",
-            "loss_semantic_seg",
-        ]
-    )
-    for key in expected:
-        np.testing.assert_allclose(actual[key], expected[key], rtol=1e-5, err_msg=key)
+@pytest.mark.parametrize(
+    "key, config",
+    [("losses", "yolact_R_50_FPN_550.yaml"), ("losses_plus", "yolact_plus_R_50_FPN_550.yaml")],
+)
+def test_training_losses_are_unchanged(key, config, pinned):
+    expected, actual = pinned[key], training_losses(config)
+    names = ["loss_box", "loss_cls", "loss_mask", "loss_semantic_seg"]
+    if "plus" in config:
+        names.append("loss_maskiou")
+    assert sorted(actual) == sorted(expected) == sorted(names)
+    assert all(v > 0 for v in expected.values())
+    for name in expected:
+        np.testing.assert_allclose(actual[name], expected[name], rtol=1e-5, err_msg=name)
