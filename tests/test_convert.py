@@ -123,13 +123,15 @@ def expected_target(key, darknet):
     elif parts[0] == "fpn":
         target = "backbone." + FPN_TARGETS[parts[1]](int(parts[2]))
     elif parts[0] == "proto_net":
-        target = "protonet." + PROTO_TARGETS[parts[1]]
+        target = "mask_branch.protonet." + PROTO_TARGETS[parts[1]]
     elif parts[0] == "prediction_layers":
         target = "head." + HEAD_TARGETS[".".join(parts[2:])]
     elif parts[0] == "maskiou_net":
-        target = "maskiou_net.net." + parts[2]
+        target = "mask_branch.maskiou_net.net." + parts[2]
+    elif parts[0] == "semantic_seg_conv":
+        target = "mask_branch.semantic_seg_conv"
     else:
-        target = module
+        raise AssertionError(f"no expected place for {key}")
     return f"{target}.{param}"
 
 
@@ -189,13 +191,14 @@ def test_load_without_semantic_seg_conv(tmp_path, caplog):
     convert_yolact_checkpoint(save(source, tmp_path / "yolact_resnet50_1_2.pth"), dst)
     cfg = get_config("yolact_R_50_FPN_550.yaml", ["MODEL.YOLACT.LOSS.SEMANTIC_SEG_WEIGHT", 0.0])
     model = build_model(cfg)
-    assert not any(k.startswith("semantic_seg_conv") for k in model.state_dict())
+    assert not any("semantic_seg_conv" in k for k in model.state_dict())
     with caplog.at_level(logging.INFO):
         DetectionCheckpointer(model).load(dst)
     assert "not used by the model" in caplog.text and "semantic_seg_conv" in caplog.text
     assert "not found in the checkpoint" not in caplog.text
     protonet_value = source["proto_net.10.weight"].flatten()[0]
-    assert torch.equal(model.protonet.predictor.weight, protonet_value.expand(32, 256, 1, 1))
+    predictor_weight = model.mask_branch.protonet.predictor.weight
+    assert torch.equal(predictor_weight, protonet_value.expand(32, 256, 1, 1))
 
 
 # ------------------------------------------------------------------------------------------------

@@ -414,6 +414,22 @@ class TestCheckpointer(unittest.TestCase):
             )
         )
 
+    def test_checkpoint_of_an_earlier_version_loads_into_the_mask_branch(self):
+        torch.manual_seed(0)
+        source = build_model(tiny_cfg()).state_dict()
+        # before the mask branch: protonet.* and semantic_seg_conv.* at the top of the model
+        old = {k.replace("mask_branch.", "", 1): v for k, v in source.items()}
+        self.assertIn("protonet.predictor.weight", old)
+        torch.save({"model": old}, self.path("old.pth"))
+        torch.manual_seed(1)
+        model = build_model(tiny_cfg())
+        with self.assertLogs(CKPT_LOGGER, "INFO") as logs:
+            YolactCheckpointer(model).load(self.path("old.pth"))
+        self.assertTrue(any("earlier yolact_d2" in m for m in logs.output), logs.output)
+        self.assertFalse(any("not found in the checkpoint" in m for m in logs.output))
+        for key, value in source.items():
+            self.assertTrue(torch.equal(model.state_dict()[key], value), key)
+
     def test_detectron2_pkl_backbones(self):
         model = build_model(tiny_cfg())
         stem = np.random.rand(64, 3, 7, 7).astype(np.float32)

@@ -11,6 +11,7 @@ from yolact_d2.modeling.box_coder import encode_boxes
 from yolact_d2.modeling.losses import (
     box_loss,
     downsample_gt_masks,
+    mask_iou_loss,
     mask_loss_one_image,
     ohem_class_loss,
     semantic_seg_loss,
@@ -146,8 +147,11 @@ def test_yolact_loss_normalisation_against_components():
     crowds = [torch.zeros(0, 4), torch.tensor([[0.0, 0.0, 30.0, 30.0]])]
     loss_fn = model.loss
     with EventStorage():
-        losses = loss_fn(outputs, gts, crowds, semantic_seg_conv=model.semantic_seg_conv)
+        losses, maskiou_inputs = loss_fn(outputs, gts, crowds)
+        logits = model.mask_branch.semantic_seg_logits(outputs["features"])
+        losses["loss_semantic_seg"] = loss_fn.semantic_seg(logits, gts)
     assert set(losses) == {"loss_cls", "loss_box", "loss_mask", "loss_semantic_seg"}
+    assert maskiou_inputs == {}  # YOLACT v1
     labels = torch.stack(
         [
             match_priors(g.gt_boxes.tensor / size, g.gt_classes, c / size, outputs["priors"])[0]
@@ -179,7 +183,7 @@ def test_yolact_loss_normalisation_against_components():
     assert losses["loss_box"].item() == pytest.approx(1.5 * box_sum / num_pos, rel=1e-5)
     assert losses["loss_mask"].item() == pytest.approx(6.125 * mask_sum / num_pos, rel=1e-5)
     with torch.no_grad():
-        seg_logits = model.semantic_seg_conv(outputs["features"]["p3"])
+        seg_logits = model.mask_branch.semantic_seg_conv(outputs["features"]["p3"])
     seg = semantic_seg_loss(
         seg_logits, [g.gt_masks.tensor for g in gts], [g.gt_classes for g in gts]
     )
@@ -212,5 +216,38 @@ def test_training_forward_backward_with_plus_model():
     assert torch.isfinite(total)
     total.backward()
     assert model.head.coefficients.weight.grad.abs().sum() > 0
-    assert model.maskiou_net.net[0].weight.grad is not None
-    assert model.semantic_seg_conv.weight.grad.abs().sum() > 0
+    assert model.mask_branch.maskiou_net.net[0].weight.grad.abs().sum() > 0
+    assert model.mask_branch.semantic_seg_conv.weight.grad.abs().sum() > 0
+
+
+def test_maskiou_without_large_enough_masks_still_reaches_every_parameter():
+    """No mask above DISCARD_MASK_AREA: loss_maskiou is 0 and every mask-IoU parameter gets a
+    zero gradient (DistributedDataParallel needs all of them used in every step)."""
+    size = 256
+    model = get_model(
+        "yolact_plus_R_50_FPN_550.yaml",
+        ["MODEL.YOLACT.INPUT_SIZE", str(size), "MODEL.YOLACT.LOSS.DISCARD_MASK_AREA", "1000000000"],
+    ).train()
+    batch = [
+        {
+            "image": torch.randint(0, 256, (3, size, size), dtype=torch.uint8),
+            "instances": _toy_instances(size),
+        }
+    ]
+    with EventStorage():
+        losses = model(batch)
+    assert losses["loss_maskiou"].item() == 0
+    sum(losses.values()).backward()
+    grads = [p.grad for p in model.mask_branch.maskiou_net.parameters()]
+    assert all(g is not None and not g.any() for g in grads)
+    assert model.mask_branch.protonet.predictor.weight.grad.abs().sum() > 0
+
+
+def test_mask_iou_loss_explicit():
+    predicted = torch.tensor([[0.1, 0.8, 0.3], [0.5, 0.2, 0.9]])
+    targets = torch.tensor([0.6, 0.2])
+    classes = torch.tensor([1, 2])
+    # smooth-L1 (beta 1, quadratic below 1) of 0.8 - 0.6 and 0.9 - 0.2: 0.5 * (0.04 + 0.49)
+    assert mask_iou_loss(predicted, targets, classes).item() == pytest.approx(0.265)
+    empty = mask_iou_loss(torch.zeros(0, 3), torch.zeros(0), torch.zeros(0, dtype=torch.long))
+    assert empty.item() == 0

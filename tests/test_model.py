@@ -70,7 +70,7 @@ def test_fpn_matches_yolact_definition(r50):
 
 
 def test_protonet_structure(r50):
-    proto = r50.protonet
+    proto = r50.mask_branch.protonet
     torch.manual_seed(2)
     x = torch.randn(1, 256, 7, 9)
     with torch.no_grad():

@@ -30,12 +30,31 @@ logger = logging.getLogger(__name__)
 # mask-IoU conv (C). They are the only ones re-initialised when fine-tuning to another C.
 CLASS_DEPENDENT_LAYERS = (
     "head.cls_score",
-    "semantic_seg_conv",
-    f"maskiou_net.{MaskIoUNet.CLASS_LAYER}",
+    "mask_branch.semantic_seg_conv",
+    f"mask_branch.maskiou_net.{MaskIoUNet.CLASS_LAYER}",
 )
 
 # Where the ImageNet backbone lives in a YOLACT model.
 _BOTTOM_UP = "backbone.bottom_up."
+
+
+# Modules that earlier yolact_d2 versions kept at the top of the model and that now live in its
+# mask branch: checkpoints written (or converted) by those versions are renamed when loaded.
+_MOVED_TO_MASK_BRANCH = ("protonet.", "semantic_seg_conv.", "maskiou_net.")
+
+
+def _upgrade_legacy_keys(state_dict: Dict) -> List[str]:
+    """
+    Renames, in place, the keys of earlier yolact_d2 checkpoints (``protonet.*``,
+    ``semantic_seg_conv.*``, ``maskiou_net.*``) to ``mask_branch.*``.
+
+    Returns:
+        list[str]: the renamed keys (their old names).
+    """
+    moved = [k for k in state_dict if k.startswith(_MOVED_TO_MASK_BRANCH)]
+    for key in moved:
+        state_dict["mask_branch." + key] = state_dict.pop(key)
+    return moved
 
 
 def _is_original_yolact(state_dict: Mapping) -> bool:
@@ -135,6 +154,12 @@ class YolactCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint):
         _strip_prefix_if_present(checkpoint["model"], "module.")
+        moved = _upgrade_legacy_keys(checkpoint["model"])
+        if moved:
+            self.logger.info(
+                f"Checkpoint of an earlier yolact_d2: {len(moved)} tensors of protonet, "
+                "semantic_seg_conv and maskiou_net loaded into mask_branch.*"
+            )
         reinitialised = _drop_class_dependent_mismatches(
             checkpoint["model"], self.model.state_dict()
         )

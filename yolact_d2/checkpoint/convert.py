@@ -438,7 +438,9 @@ def _foreign_error(keys: Sequence[str], source: str) -> ValueError:
         f"{source} is not a checkpoint of the reference YOLACT (dbolya/yolact): it matches "
         f"none of its architectures. Its keys: {_quote(keys)}."
     )
-    if any(k.startswith(("backbone.bottom_up.", "protonet.", "head.")) for k in keys):
+    if any(
+        k.startswith(("backbone.bottom_up.", "mask_branch.", "protonet.", "head.")) for k in keys
+    ):
         message += (
             " They look like a Detectron2 / already converted yolact_d2 checkpoint: load it"
             " directly with MODEL.WEIGHTS instead of converting it."
@@ -578,15 +580,15 @@ _COMMON_RULES: Tuple[Tuple[str, Replacement], ...] = (
     (r"fpn\.lat_layers\.(\d)\.", lambda m: f"backbone.fpn_lateral{5 - int(m[1])}."),
     (r"fpn\.pred_layers\.(\d)\.", lambda m: f"backbone.fpn_output{5 - int(m[1])}."),
     (r"fpn\.downsample_layers\.(\d)\.", lambda m: f"backbone.top_block.p{6 + int(m[1])}."),
-    (r"proto_net\.([024])\.", lambda m: f"protonet.convs.{int(m[1]) // 2}."),
-    (r"proto_net\.8\.", "protonet.upsample_conv."),
-    (r"proto_net\.10\.", "protonet.predictor."),
+    (r"proto_net\.([024])\.", lambda m: f"mask_branch.protonet.convs.{int(m[1]) // 2}."),
+    (r"proto_net\.8\.", "mask_branch.protonet.upsample_conv."),
+    (r"proto_net\.10\.", "mask_branch.protonet.predictor."),
     (r"prediction_layers\.0\.upfeature\.0\.", "head.upfeature."),
     (r"prediction_layers\.0\.bbox_layer\.", "head.bbox_pred."),
     (r"prediction_layers\.0\.conf_layer\.", "head.cls_score."),
     (r"prediction_layers\.0\.mask_layer\.", "head.coefficients."),
-    (r"maskiou_net\.maskiou_net\.", "maskiou_net.net."),
-    (r"semantic_seg_conv\.", "semantic_seg_conv."),
+    (r"maskiou_net\.maskiou_net\.", "mask_branch.maskiou_net.net."),
+    (r"semantic_seg_conv\.", "mask_branch.semantic_seg_conv."),
 )
 
 
@@ -631,7 +633,7 @@ def convert_state_dict(
     converted = OrderedDict((_rename(k, rules), v) for k, v in state_dict.items())
     if len(converted) != len(state_dict):
         raise ValueError("Two reference keys map to the same yolact_d2 key.")
-    if any(k.startswith("semantic_seg_conv.") for k in converted):
+    if any(k.startswith("mask_branch.semantic_seg_conv.") for k in converted):
         logger.info(
             "Kept the training-only semantic_seg_conv weights; a model built with "
             "MODEL.YOLACT.LOSS.SEMANTIC_SEG_WEIGHT 0 reports them as unexpected keys (harmless)."

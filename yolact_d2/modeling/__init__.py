@@ -9,6 +9,7 @@ from .box_coder import decode_boxes, encode_boxes
 from .head import YOLACT_HEAD_REGISTRY, YolactHead, build_yolact_head
 from .losses import YolactLoss
 from .mask_assembly import assemble_masks, crop_masks, upsample_masks
+from .mask_branch import YolactMaskBranch
 from .maskiou import MaskIoUNet
 from .matching import match_priors
 from .meta_arch import Yolact

@@ -1,7 +1,10 @@
 # Copyright (c) yolact_d2 contributors.
-"""YOLACT's training losses, exact to the reference's ``MultiBoxLoss``."""
+"""
+YOLACT's training losses, exact to the reference's ``MultiBoxLoss``: pure functions of tensors
+(the model runs its layers and passes their outputs in).
+"""
 
-from typing import Dict, List, Optional
+from typing import Dict, List, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -21,6 +24,7 @@ __all__ = [
     "box_loss",
     "mask_loss_one_image",
     "semantic_seg_loss",
+    "mask_iou_loss",
     "downsample_gt_masks",
     "mask_iou",
 ]
@@ -163,12 +167,34 @@ def semantic_seg_loss(
     return total / (h * w)
 
 
+def mask_iou_loss(
+    predicted: torch.Tensor, targets: torch.Tensor, classes: torch.Tensor
+) -> torch.Tensor:
+    """
+    YOLACT++'s mask re-scoring loss, before weighting and normalisation.
+
+    Args:
+        predicted (Tensor): (n, C) the mask-IoU net's outputs for n masks.
+        targets (Tensor): (n,) IoU of each (binarised) mask with its ground truth.
+        classes (Tensor): (n,) the ground-truth class of each mask.
+
+    Returns:
+        Tensor: scalar summed smooth-L1 between the predicted IoU of the true class and the
+        target (0 for n = 0, still connected to ``predicted``).
+    """
+    chosen = predicted.gather(1, classes[:, None]).squeeze(1)
+    return F.smooth_l1_loss(chosen, targets, reduction="sum")
+
+
 class YolactLoss(nn.Module):
     """
-    All YOLACT losses: ``loss_cls`` (OHEM softmax CE), ``loss_box`` (smooth-L1), ``loss_mask``
-    (cropped, box-normalised BCE), ``loss_semantic_seg`` and, for YOLACT++, ``loss_maskiou``.
-    Box, class, mask and mask-IoU losses are divided by the positives of the whole batch, the
-    semantic-segmentation loss by the batch size, as the reference.
+    The reference's losses with their constants: ``loss_cls`` (OHEM softmax CE), ``loss_box``
+    (smooth-L1), ``loss_mask`` (cropped, box-normalised BCE) from the network's predictions
+    (:meth:`forward`, which also returns what YOLACT++'s mask-IoU loss needs), then
+    ``loss_semantic_seg`` (:meth:`semantic_seg`) and ``loss_maskiou`` (:meth:`maskiou`) from
+    the mask branch's outputs. Box, class, mask and mask-IoU losses are divided by the
+    positives of the whole batch, the semantic-segmentation loss by the batch size, as the
+    reference. It has no parameters and runs no layer.
     """
 
     @configurable
@@ -188,6 +214,7 @@ class YolactLoss(nn.Module):
         masks_to_train: int = 100,
         maskiou_weight: float = 25.0,
         discard_mask_area: float = 25,
+        maskiou_enabled: bool = False,
     ):
         super().__init__()
         self.input_size = input_size
@@ -203,6 +230,7 @@ class YolactLoss(nn.Module):
         self.masks_to_train = masks_to_train
         self.maskiou_weight = maskiou_weight
         self.discard_mask_area = discard_mask_area
+        self.maskiou_enabled = maskiou_enabled
 
     @classmethod
     def from_config(cls, cfg):
@@ -221,6 +249,7 @@ class YolactLoss(nn.Module):
             "masks_to_train": y.LOSS.MASKS_TO_TRAIN,
             "maskiou_weight": y.LOSS.MASKIOU_WEIGHT,
             "discard_mask_area": y.LOSS.DISCARD_MASK_AREA,
+            "maskiou_enabled": y.MASKIOU.ENABLED,
         }
 
     def _targets(self, gt: Instances, crowd_boxes: torch.Tensor, priors: torch.Tensor):
@@ -241,29 +270,27 @@ class YolactLoss(nn.Module):
         outputs: Dict[str, torch.Tensor],
         gt_instances: List[Instances],
         crowd_boxes: List[torch.Tensor],
-        semantic_seg_conv: Optional[nn.Module] = None,
-        maskiou_net: Optional[nn.Module] = None,
-        semantic_seg_feature: str = "p3",
-    ) -> Dict[str, torch.Tensor]:
+    ) -> Tuple[Dict[str, torch.Tensor], Dict[str, torch.Tensor]]:
         """
         Args:
             outputs (dict): from :meth:`Yolact.predict`.
             gt_instances (list[Instances]): per image gt_boxes (pixels of the S x S input),
                 gt_classes and gt_masks (BitMasks S x S); crowds excluded.
             crowd_boxes (list[Tensor]): per image (M, 4) pixel XYXY crowd boxes.
-            semantic_seg_conv (nn.Module or None): the training-only P3 conv.
-            maskiou_net (nn.Module or None): YOLACT++ re-scoring network.
-            semantic_seg_feature (str): the FPN level of the semantic-segmentation loss.
 
         Returns:
-            dict[str, Tensor]: the weighted losses.
+            losses (dict[str, Tensor]): "loss_cls", "loss_box", "loss_mask", weighted.
+            maskiou_inputs (dict[str, Tensor]): for YOLACT++ (empty otherwise): "masks"
+                (n, 1, h, w) the trained soft masks whose ground truth is larger than
+                ``discard_mask_area``, "targets" (n,) their IoU with it, "classes" (n,), and
+                "normalizer" (the positives of the batch); see :meth:`maskiou`.
         """
         priors = outputs["priors"]
         logits, deltas = outputs["class_logits"], outputs["box_deltas"]
         coefficients, prototypes = outputs["coefficients"], outputs["prototypes"]
         proto_size = prototypes.shape[-2:]
         labels, box_targets, mask_sum = [], [], logits.new_zeros(())
-        maskiou_inputs, maskiou_targets, maskiou_classes = [], [], []
+        maskiou_masks, maskiou_targets, maskiou_classes = [], [], []
         total_pos = 0
         for i, (gt, crowds) in enumerate(zip(gt_instances, crowd_boxes)):
             image_labels, matched, boxes = self._targets(gt, crowds, priors)
@@ -286,12 +313,12 @@ class YolactLoss(nn.Module):
                 self.masks_to_train,
             )
             mask_sum = mask_sum + result["loss"]
-            if maskiou_net is not None:
+            if self.maskiou_enabled:
                 used = pos_matched[result["selected"]]
                 target_masks = gt_masks[used]
                 big = target_masks.sum(dim=(1, 2)) > self.discard_mask_area
                 pred = result["pred_masks"][big]
-                maskiou_inputs.append(pred[:, None])
+                maskiou_masks.append(pred[:, None])
                 maskiou_targets.append(mask_iou((pred > 0.5).float(), target_masks[big]))
                 maskiou_classes.append(gt.gt_classes[used][big])
 
@@ -307,26 +334,50 @@ class YolactLoss(nn.Module):
             "loss_box": box_loss(pos_deltas, box_t) * self.box_weight / normalizer,
             "loss_mask": mask_sum * self.mask_weight / normalizer,
         }
-        if semantic_seg_conv is not None and self.semantic_seg_weight > 0:
-            seg_logits = semantic_seg_conv(outputs["features"][semantic_seg_feature]).float()
-            seg = semantic_seg_loss(
-                seg_logits,
-                [gt.gt_masks.tensor for gt in gt_instances],
-                [gt.gt_classes for gt in gt_instances],
-            )
-            losses["loss_semantic_seg"] = seg * self.semantic_seg_weight / len(gt_instances)
-        if maskiou_net is not None:
-            if maskiou_inputs and sum(len(t) for t in maskiou_targets):
-                predicted = maskiou_net(torch.cat(maskiou_inputs))
-                predicted = predicted.gather(1, torch.cat(maskiou_classes)[:, None]).squeeze(1)
-                loss_i = F.smooth_l1_loss(predicted, torch.cat(maskiou_targets), reduction="sum")
-            else:
-                # No mask is large enough: a zero that still reaches every parameter, so that
-                # DistributedDataParallel sees them all used.
-                loss_i = sum(p.sum() for p in maskiou_net.parameters()) * 0
-            losses["loss_maskiou"] = loss_i * self.maskiou_weight / normalizer
+        maskiou_inputs = {}
+        if self.maskiou_enabled:
+            empty = prototypes.new_zeros((0, 1, *proto_size))
+            maskiou_inputs = {
+                "masks": torch.cat(maskiou_masks) if maskiou_masks else empty,
+                "targets": torch.cat(maskiou_targets) if maskiou_targets else empty.new_zeros(0),
+                "classes": (
+                    torch.cat(maskiou_classes)
+                    if maskiou_classes
+                    else labels.new_zeros(0, dtype=torch.long)
+                ),
+                "normalizer": normalizer,
+            }
         try:
             get_event_storage().put_scalar("num_pos_priors", total_pos / len(gt_instances))
         except AssertionError:  # no EventStorage outside a trainer
             pass
-        return losses
+        return losses, maskiou_inputs
+
+    def semantic_seg(self, logits: torch.Tensor, gt_instances: List[Instances]) -> torch.Tensor:
+        """
+        Args:
+            logits (Tensor): (N, C, h, w) the mask branch's semantic-segmentation logits.
+            gt_instances (list[Instances]): as in :meth:`forward`.
+
+        Returns:
+            Tensor: ``loss_semantic_seg``, weighted and divided by the batch size.
+        """
+        seg = semantic_seg_loss(
+            logits,
+            [gt.gt_masks.tensor for gt in gt_instances],
+            [gt.gt_classes for gt in gt_instances],
+        )
+        return seg * self.semantic_seg_weight / len(gt_instances)
+
+    def maskiou(self, predicted: torch.Tensor, maskiou_inputs: Dict[str, torch.Tensor]):
+        """
+        Args:
+            predicted (Tensor): (n, C) the mask branch's mask-IoU predictions for
+                ``maskiou_inputs["masks"]``.
+            maskiou_inputs (dict): from :meth:`forward`.
+
+        Returns:
+            Tensor: ``loss_maskiou``, weighted and divided by the positives of the batch.
+        """
+        loss = mask_iou_loss(predicted, maskiou_inputs["targets"], maskiou_inputs["classes"])
+        return loss * self.maskiou_weight / maskiou_inputs["normalizer"]

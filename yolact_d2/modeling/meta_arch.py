@@ -19,7 +19,7 @@ from .box_coder import decode_boxes
 from .fast_cpu import InferenceCopy, resolve_fast_cpu_dtype
 from .head import build_yolact_head
 from .losses import YolactLoss
-from .maskiou import MaskIoUNet
+from .mask_branch import YolactMaskBranch
 from .postprocessing import (
     PostprocessSettings,
     assemble_detection_masks,
@@ -28,8 +28,6 @@ from .postprocessing import (
     suppress,
 )
 from .priors import YolactPriorGenerator
-from .protonet import build_protonet
-from .weight_init import xavier_init
 
 __all__ = ["Yolact"]
 
@@ -53,19 +51,16 @@ class Yolact(nn.Module):
         *,
         backbone: Backbone,
         head: nn.Module,
-        protonet: nn.Module,
+        mask_branch: YolactMaskBranch,
         prior_generator: YolactPriorGenerator,
         loss: Optional[YolactLoss],
         head_in_features: List[str],
-        protonet_in_feature: str,
         input_size: int,
         pixel_mean,
         pixel_std,
         input_format: str = "RGB",
         num_classes: int = 80,
         box_variances=(0.1, 0.2),
-        semantic_seg_conv: Optional[nn.Module] = None,
-        maskiou_net: Optional[nn.Module] = None,
         postprocess: PostprocessSettings = PostprocessSettings(),
         fast_cpu_inference: bool = False,
         fast_cpu_dtype: str = "auto",
@@ -76,19 +71,16 @@ class Yolact(nn.Module):
         Args:
             backbone (Backbone): produces the FPN levels (e.g. :class:`YolactFPN`).
             head (nn.Module): prediction head (see :class:`YolactHead`).
-            protonet (nn.Module): prototype network.
+            mask_branch (YolactMaskBranch): the protonet, the training-only semantic conv and
+                YOLACT++'s mask-IoU net.
             prior_generator (YolactPriorGenerator): priors of all levels.
             loss (YolactLoss or None): training criterion (None for inference-only models).
             head_in_features (list[str]): FPN levels for the head, e.g. ["p3", ..., "p7"].
-            protonet_in_feature (str): FPN level for the protonet ("p3").
             input_size (int): S.
             pixel_mean, pixel_std (tuple[float]): normalisation, in ``input_format`` order.
             input_format (str): "RGB" or "BGR", the channel order of the input images.
             num_classes (int): foreground classes.
             box_variances (tuple[float, float]): SSD variances.
-            semantic_seg_conv (nn.Module or None): 1x1 conv on P3 for the training-only
-                semantic-segmentation loss.
-            maskiou_net (nn.Module or None): YOLACT++ mask re-scoring network.
             postprocess (PostprocessSettings): the test-time options (``MODEL.YOLACT.TEST``,
                 ``MODEL.YOLACT.MASKIOU``).
             fast_cpu_inference (bool): the fast CPU inference path: BatchNorm folded into the
@@ -99,13 +91,10 @@ class Yolact(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = head
-        self.protonet = protonet
+        self.mask_branch = mask_branch
         self.prior_generator = prior_generator
         self.loss = loss
-        self.semantic_seg_conv = semantic_seg_conv
-        self.maskiou_net = maskiou_net
         self.head_in_features = list(head_in_features)
-        self.protonet_in_feature = protonet_in_feature
         self.input_size = int(input_size)
         self.input_format = input_format
         self.num_classes = num_classes
@@ -146,32 +135,24 @@ class Yolact(nn.Module):
         head = build_yolact_head(
             cfg, [shapes[f] for f in y.IN_FEATURES], prior_generator.num_priors_per_location
         )
-        protonet = build_protonet(cfg, shapes[y.PROTONET.IN_FEATURE])
         if y.MASKIOU.ENABLED and y.INPUT_SIZE < 252:
             raise ValueError(
                 "MODEL.YOLACT.MASKIOU.ENABLED needs MODEL.YOLACT.INPUT_SIZE >= 252 (the mask-IoU "
                 f"net's five stride-2 convs need 63+ pixel prototypes); got {y.INPUT_SIZE}"
             )
-        semantic_seg_conv = None
-        if y.LOSS.SEMANTIC_SEG_WEIGHT > 0:
-            semantic_seg_conv = nn.Conv2d(shapes[y.PROTONET.IN_FEATURE].channels, y.NUM_CLASSES, 1)
-            xavier_init(semantic_seg_conv)
         return {
             "backbone": backbone,
             "head": head,
-            "protonet": protonet,
+            "mask_branch": YolactMaskBranch(cfg, shapes),
             "prior_generator": prior_generator,
             "loss": YolactLoss(cfg),
             "head_in_features": y.IN_FEATURES,
-            "protonet_in_feature": y.PROTONET.IN_FEATURE,
             "input_size": y.INPUT_SIZE,
             "pixel_mean": cfg.MODEL.PIXEL_MEAN,
             "pixel_std": cfg.MODEL.PIXEL_STD,
             "input_format": cfg.INPUT.FORMAT,
             "num_classes": y.NUM_CLASSES,
             "box_variances": y.BOX_VARIANCES,
-            "semantic_seg_conv": semantic_seg_conv,
-            "maskiou_net": MaskIoUNet(y.NUM_CLASSES) if y.MASKIOU.ENABLED else None,
             "postprocess": PostprocessSettings.from_config(cfg),
             "fast_cpu_inference": y.FAST_CPU_INFERENCE,
             "fast_cpu_dtype": y.FAST_CPU_DTYPE,
@@ -214,8 +195,8 @@ class Yolact(nn.Module):
         weights (rebuilt automatically when the weights change).
         """
         if self._fast_cpu_path(images):
-            return self._inference_copy.get(self.backbone, self.head, self.protonet)
-        return self.backbone, self.head, self.protonet
+            return self._inference_copy.get(self.backbone, self.head, self.mask_branch.protonet)
+        return self.backbone, self.head, self.mask_branch.protonet
 
     def predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """
@@ -241,7 +222,7 @@ class Yolact(nn.Module):
                 head_features = [features[f] for f in self.head_in_features]
                 class_logits, box_deltas, coefficients = head(head_features)
             with stage("protonet"):
-                prototypes = protonet(features[self.protonet_in_feature])
+                prototypes = protonet(features[self.mask_branch.in_feature])
         with stage("decode"):
             priors = self.prior_generator([f.shape[-2:] for f in head_features], images.device)
             return {
@@ -267,19 +248,44 @@ class Yolact(nn.Module):
             images = self.preprocess_image(batched_inputs)
         outputs = self.predict(images)
         if self.training:
-            if self.loss is None:
-                raise RuntimeError("this Yolact was built without a loss and cannot train")
-            gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
-            crowd_boxes = [
-                x.get("crowd_boxes", torch.zeros((0, 4))).to(self.device) for x in batched_inputs
-            ]
-            return self.loss(
-                outputs,
-                gt_instances,
-                crowd_boxes,
-                semantic_seg_conv=self.semantic_seg_conv,
-                maskiou_net=self.maskiou_net,
-            )
+            return self.forward_training(outputs, batched_inputs)
+        return self.forward_inference(outputs, batched_inputs)
+
+    def forward_training(
+        self, outputs: Dict[str, torch.Tensor], batched_inputs: List[Dict]
+    ) -> Dict[str, torch.Tensor]:
+        """
+        The losses: matching, class, box and mask losses on the predictions, then the mask
+        branch's semantic-segmentation logits and (YOLACT++) mask-IoU predictions with theirs.
+
+        Returns:
+            dict[str, Tensor]: "loss_cls", "loss_box", "loss_mask", "loss_semantic_seg" (when
+            its weight is not 0) and "loss_maskiou" (YOLACT++).
+        """
+        if self.loss is None:
+            raise RuntimeError("this Yolact was built without a loss and cannot train")
+        gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        crowd_boxes = [
+            x.get("crowd_boxes", torch.zeros((0, 4))).to(self.device) for x in batched_inputs
+        ]
+        losses, maskiou_inputs = self.loss(outputs, gt_instances, crowd_boxes)
+        branch = self.mask_branch
+        if branch.semantic_seg_conv is not None:
+            logits = branch.semantic_seg_logits(outputs["features"])
+            losses["loss_semantic_seg"] = self.loss.semantic_seg(logits, gt_instances)
+        if branch.maskiou_net is not None:
+            predicted = branch.mask_iou(maskiou_inputs["masks"])
+            losses["loss_maskiou"] = self.loss.maskiou(predicted, maskiou_inputs)
+        return losses
+
+    def forward_inference(
+        self, outputs: Dict[str, torch.Tensor], batched_inputs: List[Dict]
+    ) -> List[Dict[str, Instances]]:
+        """
+        Returns:
+            list[dict]: {"instances": Instances} per image, at its original ("height",
+            "width") size (the network input's size when not given).
+        """
         image_sizes = [
             (x.get("height", x["image"].shape[-2]), x.get("width", x["image"].shape[-1]))
             for x in batched_inputs
@@ -317,7 +323,7 @@ class Yolact(nn.Module):
                     outputs["coefficients"][i],
                     outputs["prototypes"][i],
                     settings,
-                    self.maskiou_net,
+                    self.mask_branch.maskiou_net,
                 )
             with stage("paste"):
                 size = (int(image_size[0]), int(image_size[1]))
