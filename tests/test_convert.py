@@ -590,3 +590,19 @@ def test_backbone_url_loads_from_the_cache(tmp_path, monkeypatch, caplog):
         YolactCheckpointer(model).load(url)
     assert "Downloading" not in caplog.text
     assert_backbone_loaded(model, source, torchvision_to_reference, False, -1)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG_OF))
+def test_expected_keys_come_from_the_model_in_reference_names(name):
+    """The converter's expected keys are the model's, named back to the reference's: exactly the
+    reference key list, shapes included, and each renames forward to the model key it came from."""
+    from yolact_d2.checkpoint import convert
+
+    arch_source = synthetic_checkpoint(name)
+    layout = next(lay for lay in convert._LAYOUTS if name in dict(lay.variants))
+    expected = convert._expected_keys(layout, 80, 32, True)
+    assert expected == dict(read_reference_keys(name))
+    model_keys = build_model(get_config(CONFIG_OF[name])).state_dict().keys()
+    forward = convert._RULES[layout.backbone_type]
+    assert {convert._rename(k, forward) for k in expected} == set(model_keys)
+    assert len(arch_source) == len(expected)

@@ -3,15 +3,18 @@
 Conversion of the reference YOLACT / YOLACT++ checkpoints (dbolya/yolact) to yolact_d2.
 
 A reference checkpoint is a plain ``state_dict``. The converter reads it safely (``weights_only``),
-recognises the architecture from key names and shapes alone (no model is built, so it is fast),
-renames every key to the yolact_d2 module names and writes a Detectron2-style checkpoint
-atomically, which :class:`detectron2.checkpoint.DetectionCheckpointer` loads as is.
+recognises the architecture from key names and shapes, renames every key to the yolact_d2 module
+names and writes a Detectron2-style checkpoint atomically, which
+:class:`detectron2.checkpoint.DetectionCheckpointer` loads as is.
 
-Validation compares the source with the exact key list and shapes that each reference
-architecture produces (generated below from the architecture's definition), so truncated
-files, foreign checkpoints and shape mismatches are rejected before anything is written.
+Validation compares the source with the exact keys and shapes each reference architecture has.
+They are not described here: they are those of the yolact_d2 model built (on the meta device,
+without memory or initialisation) from the architecture's config, named as the reference names
+them (:func:`reference_key`, the renaming rules run backwards). So truncated files, foreign
+checkpoints and shape mismatches are rejected before anything is written.
 """
 
+import functools
 import logging
 import os
 import re
@@ -43,8 +46,10 @@ KeySpec = Dict[str, Shape]
 # Hyper-parameters of the reference that the checkpoint's shapes may override.
 _DEFAULT_NUM_CLASSES = 80
 _DEFAULT_NUM_PROTOTYPES = 32
-# Channels of the FPN, protonet and head convs in every reference config.
-_FPN_DIM = 256
+# The yolact_d2 configs of the reference architectures (their models give the expected keys).
+_CONFIG_DIR = os.path.join(
+    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs"
+)
 # Number of errors of each kind quoted in an error message.
 _MAX_QUOTED = 5
 
@@ -62,20 +67,15 @@ class _Layout:
     variants: Tuple[Tuple[str, str], ...]  # (reference config name, yolact_d2 config file)
     backbone_type: str  # "resnet" or "darknet"
     backbone_name: str
-    blocks: Tuple[int, ...]
-    dcn_layers: Tuple[int, ...] = (0, 0, 0, 0)
-    dcn_interval: int = 1
     num_priors: int = 3  # priors per feature-map cell (A)
-    maskiou: bool = False
 
     @property
     def name(self) -> str:
         return self.variants[0][0]
 
 
-_R50, _R101, _DARKNET53 = (3, 4, 6, 3), (3, 4, 23, 3), (1, 2, 8, 8, 4)
 _LAYOUTS = (
-    _Layout((("yolact_resnet50", "yolact_R_50_FPN_550.yaml"),), "resnet", "ResNet-50-FPN", _R50),
+    _Layout((("yolact_resnet50", "yolact_R_50_FPN_550.yaml"),), "resnet", "ResNet-50-FPN"),
     _Layout(
         (
             ("yolact_base", "yolact_R_101_FPN_550.yaml"),
@@ -84,32 +84,19 @@ _LAYOUTS = (
         ),
         "resnet",
         "ResNet-101-FPN",
-        _R101,
     ),
-    _Layout(
-        (("yolact_darknet53", "yolact_DarkNet53_FPN_550.yaml"),),
-        "darknet",
-        "DarkNet-53-FPN",
-        _DARKNET53,
-    ),
+    _Layout((("yolact_darknet53", "yolact_DarkNet53_FPN_550.yaml"),), "darknet", "DarkNet-53-FPN"),
     _Layout(
         (("yolact_plus_resnet50", "yolact_plus_R_50_FPN_550.yaml"),),
         "resnet",
         "ResNet-50-FPN with DCNv2",
-        _R50,
-        dcn_layers=(0, 4, 6, 3),
         num_priors=9,
-        maskiou=True,
     ),
     _Layout(
         (("yolact_plus_base", "yolact_plus_R_101_FPN_550.yaml"),),
         "resnet",
         "ResNet-101-FPN with DCNv2",
-        _R101,
-        dcn_layers=(0, 4, 23, 3),
-        dcn_interval=3,
         num_priors=9,
-        maskiou=True,
     ),
 )
 
@@ -150,129 +137,39 @@ class YolactArchitecture:
 # ------------------------------------------------------------------------------------------------
 # Expected reference keys and shapes
 # ------------------------------------------------------------------------------------------------
-def _conv(prefix: str, out_ch: int, in_ch: int, kernel: int, bias: bool) -> KeySpec:
-    spec = {f"{prefix}.weight": (out_ch, in_ch, kernel, kernel)}
-    if bias:
-        spec[f"{prefix}.bias"] = (out_ch,)
-    return spec
-
-
-def _batch_norm(prefix: str, channels: int) -> KeySpec:
-    spec = {f"{prefix}.{name}": (channels,) for name in ("weight", "bias")}
-    spec.update({f"{prefix}.{name}": (channels,) for name in ("running_mean", "running_var")})
-    spec[f"{prefix}.num_batches_tracked"] = ()
-    return spec
-
-
-def _conv_bn(conv: str, norm: str, out_ch: int, in_ch: int, kernel: int) -> KeySpec:
-    return {**_conv(conv, out_ch, in_ch, kernel, bias=False), **_batch_norm(norm, out_ch)}
-
-
-def _uses_dcn(layout: _Layout, stage: int, block: int) -> bool:
-    """The reference's rule (backbone.py, ``ResNetBackbone._make_layer``)."""
-    num_blocks, dcn_layers = layout.blocks[stage], layout.dcn_layers[stage]
-    if block == 0:
-        return dcn_layers >= num_blocks
-    return block + dcn_layers >= num_blocks and block % layout.dcn_interval == 0
-
-
-def _bottleneck_spec(prefix: str, in_ch: int, planes: int, dcn: bool, downsample: bool) -> KeySpec:
-    spec = _conv_bn(f"{prefix}.conv1", f"{prefix}.bn1", planes, in_ch, 1)
-    spec.update(_conv(f"{prefix}.conv2", planes, planes, 3, bias=dcn))
-    if dcn:
-        # DCNv2 offsets (2 x 9) and modulation masks (9) of the 3x3 kernel.
-        spec.update(_conv(f"{prefix}.conv2.conv_offset_mask", 27, planes, 3, bias=True))
-    spec.update(_batch_norm(f"{prefix}.bn2", planes))
-    spec.update(_conv_bn(f"{prefix}.conv3", f"{prefix}.bn3", planes * 4, planes, 1))
-    if downsample:
-        ds = f"{prefix}.downsample"
-        spec.update(_conv_bn(f"{ds}.0", f"{ds}.1", planes * 4, in_ch, 1))
-    return spec
-
-
-def _resnet_spec(layout: _Layout) -> Tuple[KeySpec, List[int]]:
-    """Keys of the reference ResNet backbone, and the channels of its C3, C4, C5 outputs."""
-    spec = _conv_bn("backbone.conv1", "backbone.bn1", 64, 3, 7)
-    in_ch, out_channels = 64, []
-    for stage, num_blocks in enumerate(layout.blocks):
-        planes = 64 * 2**stage
-        for block in range(num_blocks):
-            dcn = _uses_dcn(layout, stage, block)
-            prefix = f"backbone.layers.{stage}.{block}"
-            spec.update(_bottleneck_spec(prefix, in_ch, planes, dcn, downsample=block == 0))
-            in_ch = planes * 4
-        out_channels.append(in_ch)
-    return spec, out_channels[-3:]
-
-
-def _darknet_spec(layout: _Layout) -> Tuple[KeySpec, List[int]]:
-    """Keys of the reference DarkNet-53 backbone, and the channels of its C3, C4, C5 outputs."""
-    spec = _conv_bn("backbone._preconv.0", "backbone._preconv.1", 32, 3, 3)
-    in_ch, out_channels = 32, []
-    for stage, num_blocks in enumerate(layout.blocks):
-        out_ch, prefix = 64 * 2**stage, f"backbone.layers.{stage}"
-        spec.update(_conv_bn(f"{prefix}.0.0", f"{prefix}.0.1", out_ch, in_ch, 3))
-        for block in range(1, num_blocks + 1):
-            conv1, conv2 = f"{prefix}.{block}.conv1", f"{prefix}.{block}.conv2"
-            spec.update(_conv_bn(f"{conv1}.0", f"{conv1}.1", out_ch // 2, out_ch, 1))
-            spec.update(_conv_bn(f"{conv2}.0", f"{conv2}.1", out_ch, out_ch // 2, 3))
-        in_ch = out_ch
-        out_channels.append(out_ch)
-    return spec, out_channels[-3:]
-
-
-def _protonet_spec(num_prototypes: int) -> KeySpec:
-    spec = {}
-    for index in (0, 2, 4, 8):
-        spec.update(_conv(f"proto_net.{index}", _FPN_DIM, _FPN_DIM, 3, bias=True))
-    spec.update(_conv("proto_net.10", num_prototypes, _FPN_DIM, 1, bias=True))
-    return spec
-
-
-def _maskiou_spec(num_classes: int) -> KeySpec:
-    channels = [1, 8, 16, 32, 64, 128]
-    spec = {}
-    for layer, (in_ch, out_ch) in enumerate(zip(channels[:-1], channels[1:])):
-        spec.update(_conv(f"maskiou_net.maskiou_net.{2 * layer}", out_ch, in_ch, 3, bias=True))
-    spec.update(_conv("maskiou_net.maskiou_net.10", num_classes, channels[-1], 1, bias=True))
-    return spec
-
-
-def _fpn_spec(in_channels: Sequence[int]) -> KeySpec:
-    """The reference FPN lists its lateral / output layers from the coarsest level (C5) down."""
-    spec = {}
-    for index, in_ch in enumerate(reversed(in_channels)):
-        spec.update(_conv(f"fpn.lat_layers.{index}", _FPN_DIM, in_ch, 1, bias=True))
-    for index in range(len(in_channels)):
-        spec.update(_conv(f"fpn.pred_layers.{index}", _FPN_DIM, _FPN_DIM, 3, bias=True))
-    for index in range(2):
-        spec.update(_conv(f"fpn.downsample_layers.{index}", _FPN_DIM, _FPN_DIM, 3, bias=True))
-    return spec
-
-
-def _head_spec(num_priors: int, num_classes: int, num_prototypes: int) -> KeySpec:
-    prefix = "prediction_layers.0"
-    spec = _conv(f"{prefix}.upfeature.0", _FPN_DIM, _FPN_DIM, 3, bias=True)
-    outputs = {"bbox_layer": 4, "conf_layer": num_classes + 1, "mask_layer": num_prototypes}
-    for name, per_prior in outputs.items():
-        spec.update(_conv(f"{prefix}.{name}", num_priors * per_prior, _FPN_DIM, 3, bias=True))
-    return spec
-
-
 def _expected_keys(
     layout: _Layout, num_classes: int, num_prototypes: int, semantic_seg: bool
 ) -> KeySpec:
-    """Every key (and its shape) of a reference checkpoint with the given layout."""
-    backbone_spec = _darknet_spec if layout.backbone_type == "darknet" else _resnet_spec
-    spec, fpn_in_channels = backbone_spec(layout)
-    spec.update(_protonet_spec(num_prototypes))
-    if layout.maskiou:
-        spec.update(_maskiou_spec(num_classes))
-    spec.update(_fpn_spec(fpn_in_channels))
-    spec.update(_head_spec(layout.num_priors, num_classes, num_prototypes))
-    if semantic_seg:
-        spec.update(_conv("semantic_seg_conv", num_classes, _FPN_DIM, 1, bias=True))
-    return spec
+    """
+    Every key (and its shape) of a reference checkpoint with the given layout: those of the
+    yolact_d2 model of the layout's config, built on the meta device, in reference names.
+    """
+    return dict(_expected_keys_cached(layout, num_classes, num_prototypes, semantic_seg))
+
+
+@functools.lru_cache(maxsize=32)
+def _expected_keys_cached(layout, num_classes, num_prototypes, semantic_seg):
+    from detectron2.config import get_cfg
+    from detectron2.modeling import build_model
+
+    from yolact_d2.config import add_yolact_config
+
+    cfg = get_cfg()
+    add_yolact_config(cfg)
+    cfg.merge_from_file(os.path.join(_CONFIG_DIR, layout.variants[0][1]))
+    cfg.MODEL.WEIGHTS = ""
+    cfg.MODEL.DEVICE = "meta"
+    cfg.MODEL.YOLACT.NUM_CLASSES = num_classes
+    cfg.MODEL.YOLACT.NUM_PROTOTYPES = num_prototypes
+    if not semantic_seg:
+        cfg.MODEL.YOLACT.LOSS.SEMANTIC_SEG_WEIGHT = 0.0
+    with torch.device("meta"):
+        model = build_model(cfg)
+    rules = _REFERENCE_RULES[layout.backbone_type]
+    return tuple(
+        (reference_key(key, rules), tuple(tensor.shape))
+        for key, tensor in model.state_dict().items()
+    )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -602,13 +499,90 @@ _RULES = {
 }
 
 
-def _rename(key: str, rules) -> str:
+# The same renaming backwards (yolact_d2 name -> reference name), to name the keys a model has
+# as the reference does; tests check that both directions agree on every architecture's keys.
+def _res_layer(match: "re.Match") -> str:
+    return f"backbone.layers.{int(match[1]) - 2}.{match[2]}"
+
+
+def _dark_layer(match: "re.Match") -> str:
+    return f"backbone.layers.{int(match[1]) - 1}.{match[2]}"
+
+
+_RESNET_REFERENCE: Tuple[Tuple[str, Replacement], ...] = (
+    (r"backbone\.bottom_up\.stem\.conv1\.norm\.", "backbone.bn1."),
+    (r"backbone\.bottom_up\.stem\.conv1\.", "backbone.conv1."),
+    (
+        r"backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.norm\.",
+        lambda m: f"{_res_layer(m)}.downsample.1.",
+    ),
+    (
+        r"backbone\.bottom_up\.res(\d)\.(\d+)\.shortcut\.",
+        lambda m: f"{_res_layer(m)}.downsample.0.",
+    ),
+    (
+        r"backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.norm\.",
+        lambda m: f"{_res_layer(m)}.bn{m[3]}.",
+    ),
+    (r"backbone\.bottom_up\.res(\d)\.(\d+)\.conv(\d)\.", lambda m: f"{_res_layer(m)}.conv{m[3]}."),
+)
+_DARKNET_REFERENCE: Tuple[Tuple[str, Replacement], ...] = (
+    (r"backbone\.bottom_up\.stem\.norm\.", "backbone._preconv.1."),
+    (r"backbone\.bottom_up\.stem\.", "backbone._preconv.0."),
+    (r"backbone\.bottom_up\.dark(\d)\.(0)\.norm\.", lambda m: f"{_dark_layer(m)}.1."),
+    (r"backbone\.bottom_up\.dark(\d)\.(0)\.", lambda m: f"{_dark_layer(m)}.0."),
+    (
+        r"backbone\.bottom_up\.dark(\d)\.(\d+)\.conv(\d)\.norm\.",
+        lambda m: f"{_dark_layer(m)}.conv{m[3]}.1.",
+    ),
+    (
+        r"backbone\.bottom_up\.dark(\d)\.(\d+)\.conv(\d)\.",
+        lambda m: f"{_dark_layer(m)}.conv{m[3]}.0.",
+    ),
+)
+_COMMON_REFERENCE: Tuple[Tuple[str, Replacement], ...] = (
+    (r"backbone\.fpn_lateral(\d)\.", lambda m: f"fpn.lat_layers.{5 - int(m[1])}."),
+    (r"backbone\.fpn_output(\d)\.", lambda m: f"fpn.pred_layers.{5 - int(m[1])}."),
+    (r"backbone\.top_block\.p(\d)\.", lambda m: f"fpn.downsample_layers.{int(m[1]) - 6}."),
+    (r"mask_branch\.protonet\.convs\.(\d)\.", lambda m: f"proto_net.{2 * int(m[1])}."),
+    (r"mask_branch\.protonet\.upsample_conv\.", "proto_net.8."),
+    (r"mask_branch\.protonet\.predictor\.", "proto_net.10."),
+    (r"head\.upfeature\.", "prediction_layers.0.upfeature.0."),
+    (r"head\.bbox_pred\.", "prediction_layers.0.bbox_layer."),
+    (r"head\.cls_score\.", "prediction_layers.0.conf_layer."),
+    (r"head\.coefficients\.", "prediction_layers.0.mask_layer."),
+    (r"mask_branch\.maskiou_net\.net\.", "maskiou_net.maskiou_net."),
+    (r"mask_branch\.semantic_seg_conv\.", "semantic_seg_conv."),
+)
+_REFERENCE_RULES = {
+    "resnet": _compile(_RESNET_REFERENCE + _COMMON_REFERENCE),
+    "darknet": _compile(_DARKNET_REFERENCE + _COMMON_REFERENCE),
+}
+
+
+def reference_key(key: str, rules) -> str:
+    """The reference's name of the yolact_d2 key ``key`` (``rules``: a ``_REFERENCE_RULES``)."""
+    new = _apply_rules(key, rules)
+    if new is None:
+        raise ValueError(f"No reference name for the yolact_d2 key {key!r}.")
+    return new
+
+
+def _apply_rules(key: str, rules) -> Optional[str]:
+    """``key`` renamed by the first rule whose pattern matches its start; None if none does."""
     for pattern, replacement in rules:
         match = pattern.match(key)
         if match:
             new = replacement(match) if callable(replacement) else match.expand(replacement)
             return new + key[match.end() :]
-    raise ValueError(f"No yolact_d2 name for the reference key {key!r}.")
+    return None
+
+
+def _rename(key: str, rules) -> str:
+    new = _apply_rules(key, rules)
+    if new is None:
+        raise ValueError(f"No yolact_d2 name for the reference key {key!r}.")
+    return new
 
 
 def convert_state_dict(
@@ -698,12 +672,8 @@ def convert_backbone_state_dict(
     rules = _RULES[backbone_type]
     renamed, dropped = OrderedDict(), []
     for key, value in state_dict.items():
-        try:
-            new_key = _rename(_reference_backbone_key(key, backbone_type), rules)
-        except ValueError:
-            dropped.append(key)
-            continue
-        if not new_key.startswith("backbone.bottom_up."):
+        new_key = _apply_rules(_reference_backbone_key(key, backbone_type), rules)
+        if new_key is None or not new_key.startswith("backbone.bottom_up."):
             dropped.append(key)
             continue
         renamed[new_key] = value
