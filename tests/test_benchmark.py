@@ -214,7 +214,26 @@ def test_nms_tool_reports_ap_per_method_with_weights(tmp_path):
          "MODEL.YOLACT.INPUT_SIZE", "160"]
     )  # fmt: skip
     rows = tool.main(args)
-    assert all(0 <= r["mask_ap"] <= 100 and 0 <= r["box_ap"] <= 100 for r in rows)
+    # Each method's AP is what train_net.py --eval-only gives with that NMS type, the same
+    # weights and the same 2 images (an independent path: the trainer's loader and evaluator).
+    from yolact_d2.benchmark import dataset_subset
+    from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
+    from yolact_d2.engine import YolactTrainer
+
+    subset = dataset_subset("tiny_coco_val", 2)
+    assert {r["method"] for r in rows} >= {"Fast NMS", "traditional NMS"}
+    for row in rows:
+        nms_type = row["nms_type"]
+        cfg = load_config(
+            "yolact_R_50_FPN_550.yaml",
+            ["MODEL.YOLACT.INPUT_SIZE", "160", "MODEL.YOLACT.TEST.NMS_TYPE", nms_type,
+             "DATASETS.TEST", (subset,), "OUTPUT_DIR", str(tmp_path / f"eval_{nms_type}")],
+        )  # fmt: skip
+        model = YolactTrainer.build_model(cfg)
+        YolactCheckpointer(model).load(str(weights))
+        expected = YolactTrainer.test(cfg, model)
+        assert row["mask_ap"] == pytest.approx(expected["segm"]["AP"], abs=1e-9), nms_type
+        assert row["box_ap"] == pytest.approx(expected["bbox"]["AP"], abs=1e-9), nms_type
 
 
 def _instances(boxes, classes, scores, masks):

@@ -17,7 +17,7 @@ from torch import nn
 
 from detectron2.data import DatasetCatalog
 from detectron2.data.datasets import register_coco_instances
-from detectron2.engine import HookBase, default_argument_parser, launch
+from detectron2.engine import DefaultTrainer, HookBase, default_argument_parser, launch
 from detectron2.modeling import build_model
 from detectron2.structures import Boxes, Instances
 from detectron2.utils import comm
@@ -125,6 +125,12 @@ def _distributed_worker(cfg, output_dir):
     )
 
 
+def _build_detectron2_default_trainer(cfg):
+    """In a launch() worker: Detectron2's own DefaultTrainer on a YOLACT config."""
+    torch.set_num_threads(1)
+    DefaultTrainer(cfg)
+
+
 class _SimulatedCrash(Exception):
     pass
 
@@ -196,6 +202,16 @@ class TestDistributedCPU(unittest.TestCase):
         # broadcast_buffers=False).
         stats0, stats1 = ranks[0]["running_stats"], ranks[1]["running_stats"]
         self.assertTrue(all(not torch.equal(stats0[k], stats1[k]) for k in stats0))
+
+    def test_why_yolact_trainer_replaces_default_trainer_init(self):
+        # YolactTrainer.__init__ is its own because Detectron2's DefaultTrainer.__init__ wraps
+        # the model in DDP with device_ids=[local rank], which CPU processes cannot take (and
+        # it has no hook for the wrapper or the step trainer). If this ever stops failing,
+        # YolactTrainer can extend DefaultTrainer.__init__ instead.
+        with tempfile.TemporaryDirectory() as out:
+            with self.assertRaises(Exception) as raised:
+                launch(_build_detectron2_default_trainer, 2, dist_url="auto", args=(tiny_cfg(out),))
+        self.assertIn("device_ids", str(raised.exception))
 
     def test_synchronised_batch_norm_on_gloo(self):
         # naiveSyncBN (the *_scratch.yaml recipes): the statistics of both ranks' images are
@@ -577,7 +593,7 @@ class TestPrecisionAndSteps(unittest.TestCase):
         np.testing.assert_allclose(losses[True][0], losses[False][0], rtol=1e-5)
         np.testing.assert_allclose(losses[True][1], losses[False][1], rtol=1e-3)
 
-    def run_toy_steps(self, trainer_class):
+    def run_toy_steps(self, trainer_class, grad_scaler=None):
         """A NaN, an inf and a finite loss: two skipped steps, then one SGD step (lr 0.1)."""
 
         class Toy(nn.Module):
@@ -591,6 +607,8 @@ class TestPrecisionAndSteps(unittest.TestCase):
         model = Toy()
         data = iter([[float("nan")], [float("inf")], [1.0]])
         trainer = trainer_class(model, data, torch.optim.SGD(model.parameters(), lr=0.1))
+        if grad_scaler is not None:
+            trainer.grad_scaler = grad_scaler
         with EventStorage() as storage:
             for it in range(2):
                 trainer.iter = storage.iter = it
@@ -608,13 +626,18 @@ class TestPrecisionAndSteps(unittest.TestCase):
         self.run_toy_steps(YolactSimpleTrainer)
 
     def test_amp_trainer_skips_and_checkpoints_its_scaler(self):
-        # Without CUDA the gradient scaler and CUDA autocast disable themselves, which leaves
-        # the class wiring (Detectron2's AMPTrainer state + the YOLACT step) to check here.
+        # A real (CPU) gradient scaler in the AMP step: the loss is scaled by 8 for backward,
+        # the step unscales it (the weights move by exactly lr * 1), skipped steps leave the
+        # scale alone, and the scaler's state is checkpointed with the trainer.
+        scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            trainer = self.run_toy_steps(YolactAMPTrainer)
-        self.assertIn("grad_scaler", trainer.state_dict())
-        self.assertIn("optimizer", trainer.state_dict())
+            warnings.simplefilter("ignore")  # CUDA autocast is disabled without CUDA
+            trainer = self.run_toy_steps(YolactAMPTrainer, grad_scaler=scaler)
+        self.assertTrue(scaler.is_enabled())
+        self.assertEqual(scaler.get_scale(), 8.0)
+        state = trainer.state_dict()
+        self.assertEqual(state["grad_scaler"]["scale"], 8.0)
+        self.assertIn("optimizer", state)
 
     @unittest.skipIf(not torch.cuda.is_available(), "AMP needs CUDA")
     def test_amp_step_on_cuda(self):

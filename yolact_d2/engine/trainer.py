@@ -182,6 +182,11 @@ class YolactSimpleTrainer(SimpleTrainer):
 
     Subclasses change the precision handling through :meth:`autocast`, :meth:`backward` and
     :meth:`optimizer_step`.
+
+    ``run_step`` is written here rather than extended: Detectron2's ``SimpleTrainer.run_step``
+    offers no hook around the forward (for autocast) and none between the backward and the
+    optimizer step that could cancel the step (``after_backward`` runs hooks but the step
+    follows regardless), which the skipped non-finite steps and the total-norm clipping need.
     """
 
     def __init__(
@@ -317,7 +322,8 @@ class YolactTrainer(DefaultTrainer):
             cfg (CfgNode): a full config.
         """
         # DefaultTrainer.__init__ hard-codes the DDP wrapping (device_ids, which CPU modules
-        # reject), the step trainer and the checkpointer, so it is replaced by this one; the
+        # reject: tests/test_engine.py shows it failing on two CPU processes), the step trainer
+        # and the checkpointer, with no hook for any of them, so it is replaced by this one; the
         # attributes it sets, and therefore all of DefaultTrainer's other methods, are the same.
         TrainerBase.__init__(self)
         if not logging.getLogger("detectron2").isEnabledFor(logging.INFO):
