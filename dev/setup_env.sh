@@ -46,9 +46,11 @@ fi
 
 if ! "$VPY" -c "import yolact_d2" 2>/dev/null || [ setup.py -nt .venv/.yolact_d2_installed ]; then
   echo "[setup] installing yolact_d2 and its dependencies"
-  # Detectron2's own requirements (its wheel metadata targets 3.10, so they are named here).
+  # Detectron2's own requirements (its wheel metadata targets 3.10, so they are named here;
+  # black among them, at the version the dev extra pins, so that pip finds nothing missing).
   pipq "numpy<2" "setuptools<81" Pillow matplotlib "pycocotools>=2.0.2" termcolor yacs tabulate \
-    cloudpickle tqdm tensorboard "omegaconf>=2.1,<2.4" "hydra-core>=1.1" packaging fvcore iopath
+    cloudpickle tqdm tensorboard "omegaconf>=2.1,<2.4" "hydra-core>=1.1" packaging fvcore iopath \
+    black==26.10.1
   pipq --no-build-isolation -e ".[dev]" --config-settings editable_mode=compat
   touch .venv/.yolact_d2_installed
 fi
