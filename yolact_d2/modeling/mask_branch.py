@@ -63,15 +63,20 @@ class YolactMaskBranch(nn.Module):
             "maskiou_net": MaskIoUNet(y.NUM_CLASSES) if y.MASKIOU.ENABLED else None,
         }
 
-    def forward(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
+    def forward(
+        self, features: Dict[str, torch.Tensor], protonet: Optional[nn.Module] = None
+    ) -> torch.Tensor:
         """
         Args:
             features (dict[str, Tensor]): FPN levels.
+            protonet (nn.Module, optional): runs in place of this branch's protonet (the fast
+                CPU path's BatchNorm-folded, channels_last copy of it).
 
         Returns:
             Tensor: (N, k, h, w) prototypes.
         """
-        return self.protonet(features[self.in_feature])
+        protonet = self.protonet if protonet is None else protonet
+        return protonet(features[self.in_feature])
 
     def semantic_seg_logits(self, features: Dict[str, torch.Tensor]) -> torch.Tensor:
         """

@@ -222,7 +222,7 @@ class Yolact(nn.Module):
                 head_features = [features[f] for f in self.head_in_features]
                 class_logits, box_deltas, coefficients = head(head_features)
             with stage("protonet"):
-                prototypes = protonet(features[self.mask_branch.in_feature])
+                prototypes = self.mask_branch(features, protonet)
         with stage("decode"):
             priors = self.prior_generator([f.shape[-2:] for f in head_features], images.device)
             return {
