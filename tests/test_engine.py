@@ -15,6 +15,7 @@ import torch
 import torchvision
 from torch import nn
 
+from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.data import DatasetCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.engine import DefaultTrainer, HookBase, default_argument_parser, launch
@@ -445,6 +446,17 @@ class TestCheckpointer(unittest.TestCase):
         self.assertFalse(any("not found in the checkpoint" in m for m in logs.output))
         for key, value in source.items():
             self.assertTrue(torch.equal(model.state_dict()[key], value), key)
+        # The model itself upgrades the names, so Detectron2's checkpointer (DefaultPredictor's)
+        # and a strict load_state_dict take the old file too.
+        for load in (
+            lambda m: DetectionCheckpointer(m).load(self.path("old.pth")),
+            lambda m: m.load_state_dict(dict(old), strict=True),
+        ):
+            torch.manual_seed(2)
+            other = build_model(tiny_cfg())
+            load(other)
+            for key, value in source.items():
+                self.assertTrue(torch.equal(other.state_dict()[key], value), key)
 
     def test_detectron2_pkl_backbones(self):
         model = build_model(tiny_cfg())

@@ -18,6 +18,7 @@ from fvcore.common.checkpoint import _strip_prefix_if_present
 from detectron2.checkpoint import DetectionCheckpointer
 
 from yolact_d2.checkpoint.convert import backbone_file_type, convert_backbone_state_dict
+from yolact_d2.modeling.mask_branch import upgrade_legacy_keys
 from yolact_d2.modeling.maskiou import MaskIoUNet
 from yolact_d2.utils.file_io import atomic_open
 
@@ -36,25 +37,6 @@ CLASS_DEPENDENT_LAYERS = (
 
 # Where the ImageNet backbone lives in a YOLACT model.
 _BOTTOM_UP = "backbone.bottom_up."
-
-
-# Modules that earlier yolact_d2 versions kept at the top of the model and that now live in its
-# mask branch: checkpoints written (or converted) by those versions are renamed when loaded.
-_MOVED_TO_MASK_BRANCH = ("protonet.", "semantic_seg_conv.", "maskiou_net.")
-
-
-def _upgrade_legacy_keys(state_dict: Dict) -> List[str]:
-    """
-    Renames, in place, the keys of earlier yolact_d2 checkpoints (``protonet.*``,
-    ``semantic_seg_conv.*``, ``maskiou_net.*``) to ``mask_branch.*``.
-
-    Returns:
-        list[str]: the renamed keys (their old names).
-    """
-    moved = [k for k in state_dict if k.startswith(_MOVED_TO_MASK_BRANCH)]
-    for key in moved:
-        state_dict["mask_branch." + key] = state_dict.pop(key)
-    return moved
 
 
 def _is_original_yolact(state_dict: Mapping) -> bool:
@@ -154,7 +136,8 @@ class YolactCheckpointer(DetectionCheckpointer):
 
     def _load_model(self, checkpoint):
         _strip_prefix_if_present(checkpoint["model"], "module.")
-        moved = _upgrade_legacy_keys(checkpoint["model"])
+        # (before the class-dependent layers are looked up under their current names)
+        moved = upgrade_legacy_keys(checkpoint["model"])
         if moved:
             self.logger.info(
                 f"Checkpoint of an earlier yolact_d2: {len(moved)} tensors of protonet, "

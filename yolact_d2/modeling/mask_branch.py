@@ -2,7 +2,7 @@
 """YOLACT's mask branch: the protonet, the training-only semantic-segmentation conv and YOLACT++'s
 mask-IoU net, on one FPN level."""
 
-from typing import Dict, Optional
+from typing import Dict, List, Optional
 
 import torch
 from torch import nn
@@ -14,7 +14,31 @@ from .maskiou import MaskIoUNet
 from .protonet import build_protonet
 from .weight_init import xavier_init
 
-__all__ = ["YolactMaskBranch"]
+__all__ = ["YolactMaskBranch", "upgrade_legacy_keys"]
+
+# Modules that yolact_d2 kept at the top of the model before the mask branch existed.
+_MOVED_TO_MASK_BRANCH = ("protonet.", "semantic_seg_conv.", "maskiou_net.")
+
+
+def upgrade_legacy_keys(state_dict: Dict, prefix: str = "") -> List[str]:
+    """
+    Renames, in place, the keys of checkpoints written (or converted) by yolact_d2 before the
+    mask branch existed: ``<prefix>protonet.*``, ``semantic_seg_conv.*`` and ``maskiou_net.*``
+    become ``<prefix>mask_branch.*``. :class:`Yolact` runs it on every ``load_state_dict`` (so
+    Detectron2's own checkpointer and ``DefaultPredictor`` load such files too).
+
+    Args:
+        state_dict (dict): a state dict, changed in place.
+        prefix (str): where the model's keys start in ``state_dict``.
+
+    Returns:
+        list[str]: the renamed keys (their old names).
+    """
+    old = tuple(prefix + name for name in _MOVED_TO_MASK_BRANCH)
+    moved = [k for k in state_dict if k.startswith(old)]
+    for key in moved:
+        state_dict[prefix + "mask_branch." + key[len(prefix) :]] = state_dict.pop(key)
+    return moved
 
 
 class YolactMaskBranch(nn.Module):

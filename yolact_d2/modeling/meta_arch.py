@@ -19,7 +19,7 @@ from .box_coder import decode_boxes
 from .fast_cpu import InferenceCopy, resolve_fast_cpu_dtype
 from .head import build_yolact_head
 from .losses import YolactLoss
-from .mask_branch import YolactMaskBranch
+from .mask_branch import YolactMaskBranch, upgrade_legacy_keys
 from .postprocessing import (
     PostprocessSettings,
     assemble_detection_masks,
@@ -30,6 +30,11 @@ from .postprocessing import (
 from .priors import YolactPriorGenerator
 
 __all__ = ["Yolact"]
+
+
+def _upgrade_legacy_checkpoint(module, state_dict, prefix, *args) -> None:
+    """A ``load_state_dict`` pre-hook: see :func:`upgrade_legacy_keys`."""
+    upgrade_legacy_keys(state_dict, prefix)
 
 
 @META_ARCH_REGISTRY.register()
@@ -117,6 +122,8 @@ class Yolact(nn.Module):
         self.fast_cpu_inference = fast_cpu_inference
         self.fast_cpu_dtype = resolve_fast_cpu_dtype(fast_cpu_dtype)
         self._inference_copy = InferenceCopy(self.fast_cpu_dtype)
+        # Checkpoints of yolact_d2 before the mask branch load into it, whatever loads them.
+        self.register_load_state_dict_pre_hook(_upgrade_legacy_checkpoint)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
         self.register_buffer("pixel_std", torch.tensor(pixel_std).view(-1, 1, 1), False)
 
