@@ -295,8 +295,10 @@ class TestReferenceBatchNormRule(unittest.TestCase):
             norm.bias.normal_()
         x = torch.randn(2, 8, 5, 5)
         expected = norm.eval()(x)
-        module = nn.Sequential(norm)
-        self.assertEqual(freeze_batch_norm(module), ["0"])
+        module = nn.Sequential(norm, nn.SyncBatchNorm(8))
+        self.assertEqual(freeze_batch_norm(module), ["0", "1"])
+        self.assertIsInstance(module[1], EvalModeBatchNorm2d)
+        module = module[:1]
         module.train()
         self.assertTrue(torch.equal(module(x), expected))
         self.assertEqual(set(norm.state_dict()), set(nn.BatchNorm2d(8).state_dict()))

@@ -29,8 +29,9 @@ class EvalModeBatchNorm2d(nn.BatchNorm2d):
 
 def freeze_batch_norm(module: nn.Module) -> List[str]:
     """
-    Freezes every ``nn.BatchNorm2d`` (and subclass, e.g. synchronised BN) inside ``module`` in
-    place: its class becomes :class:`EvalModeBatchNorm2d` (the parameters and buffers are the
+    Freezes every ``nn.BatchNorm2d`` (and subclass, e.g. Detectron2's NaiveSyncBatchNorm) and
+    ``nn.SyncBatchNorm`` inside ``module`` in place (in eval mode all of them compute the
+    same): its class becomes :class:`EvalModeBatchNorm2d` (the parameters and buffers are the
     same tensors), it is put in eval mode and its weight and bias stop requiring gradients.
     Call it before the optimizer is built, so that the frozen parameters are left out of it.
 
@@ -42,7 +43,9 @@ def freeze_batch_norm(module: nn.Module) -> List[str]:
     """
     frozen = []
     for name, child in module.named_modules():
-        if isinstance(child, nn.BatchNorm2d) and not isinstance(child, EvalModeBatchNorm2d):
+        if isinstance(child, (nn.BatchNorm2d, nn.SyncBatchNorm)) and not isinstance(
+            child, EvalModeBatchNorm2d
+        ):
             child.__class__ = EvalModeBatchNorm2d
             child.train(False)
             for parameter in (child.weight, child.bias):
