@@ -9,6 +9,7 @@ from yolact_d2.layers import (
     build_nms,
     cross_class_fast_nms,
     fast_nms,
+    fast_nms_traceable,
     max_iou_with_higher_scored,
     sorted_top_k,
     traditional_nms,
@@ -225,3 +226,36 @@ def test_build_nms_binds_each_variants_settings():
         assert as_tuples(nms(boxes, scores)) == as_tuples(fn(boxes, scores, 0.4, **kwargs))
     with pytest.raises(ValueError):
         build_nms("soft")
+
+
+@pytest.mark.parametrize("levels", [4, 50, 10**6])
+def test_traceable_fast_nms_equals_fast_nms(levels):
+    boxes, scores = tied_candidates(400, 7, levels, seed=levels)
+    boxes[9] = boxes[3]  # identical boxes: IoU exactly 1
+    for top_k, max_det in [(200, 100), (50, 1000), (1000, 30), (1, 5)]:
+        got = fast_nms_traceable(boxes, scores, 0.5, top_k, max_det)
+        expected = fast_nms(boxes, scores, 0.5, top_k, max_det)
+        for a, b in zip(got, expected):
+            assert torch.equal(a, b), (top_k, max_det)
+    for n in (0, 1):  # no candidate, one candidate
+        got = fast_nms_traceable(boxes[:n], scores[:, :n], 0.5, 200, 100)
+        expected = fast_nms(boxes[:n], scores[:, :n], 0.5, 200, 100)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected))
+
+
+def test_traceable_fast_nms_exports_for_any_number_of_candidates():
+    class Wrapper(torch.nn.Module):
+        def forward(self, boxes, scores):
+            return fast_nms_traceable(boxes, scores, 0.5, 200, 100)
+
+    boxes, scores = random_candidates(300, 5, 2)
+    n = torch.export.Dim("candidates", min=2)
+    exported = torch.export.export(
+        Wrapper(), (boxes, scores), dynamic_shapes={"boxes": {0: n}, "scores": {1: n}}
+    )
+    # one program, run on other numbers of candidates (fewer and more than top_k)
+    for count, seed in [(150, 3), (700, 4)]:
+        boxes, scores = random_candidates(count, 5, seed)
+        got = exported.module()(boxes, scores)
+        expected = fast_nms(boxes, scores, 0.5, 200, 100)
+        assert all(torch.equal(a, b) for a, b in zip(got, expected)), count

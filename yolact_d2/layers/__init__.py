@@ -7,6 +7,7 @@ from .nms import (
     build_nms,
     cross_class_fast_nms,
     fast_nms,
+    fast_nms_traceable,
     max_iou_with_higher_scored,
     sorted_top_k,
     traditional_nms,

@@ -18,8 +18,11 @@ from typing import Callable, Tuple
 import torch
 import torchvision
 
+from .box_ops import box_iou
+
 __all__ = [
     "fast_nms",
+    "fast_nms_traceable",
     "cross_class_fast_nms",
     "traditional_nms",
     "batched_nms",
@@ -177,6 +180,45 @@ def fast_nms(
     return torch.ops.yolact_d2.fast_nms(
         boxes, scores, float(iou_threshold), int(top_k), int(max_num_detections)
     )
+
+
+def fast_nms_traceable(
+    boxes: torch.Tensor,
+    scores: torch.Tensor,
+    iou_threshold: float = 0.5,
+    top_k: int = 200,
+    max_num_detections: int = 100,
+) -> _Result:
+    """
+    :func:`fast_nms` written only with operations that ``torch.export`` (and from it ONNX) can
+    trace for any number of candidates: no branch on the data and no shape that depends on it
+    (until the kept boxes are gathered), the per-class top-k as a stable full sort (the
+    definition :func:`sorted_top_k` computes faster), and "kept" as "no IoU above the threshold
+    with a higher-scored box of its class" (an ``all`` over the IoU row, defined for the first
+    box, where the reference's column ``max`` needs a special case). Same results as
+    :func:`fast_nms` (tested) for finite scores (a NaN score, which :func:`fast_nms` ranks
+    first, is never kept here); it is the form for exporters, not the fastest on CPU.
+
+    Args and returns: as :func:`fast_nms`.
+    """
+    num_classes = scores.shape[0]
+    # top_k padding candidates (score -inf, empty box) make every class's top-k exactly top_k
+    # long whatever the number of candidates, so that no shape depends on it; they rank after
+    # every real candidate and are never kept.
+    padded_scores = torch.cat([scores, scores.new_full((num_classes, top_k), -float("inf"))], 1)
+    padded_boxes = torch.cat([boxes, boxes.new_zeros((top_k, 4))])
+    values, order = padded_scores.sort(dim=1, descending=True, stable=True)
+    values, order = values[:, :top_k], order[:, :top_k]
+    class_boxes = padded_boxes[order]  # (C, top_k, 4)
+    # Row i holds the IoU of box i with the boxes ranked before it (tril): the same pairs and
+    # operations as max_iou_with_higher_scored.
+    iou = box_iou(class_boxes, class_boxes).tril(diagonal=-1)
+    keep = (iou <= iou_threshold).all(dim=2) & (values > -float("inf"))
+    classes = torch.arange(num_classes, device=scores.device)[:, None].expand_as(keep)
+    kept_scores, kept_classes, kept_order = values[keep], classes[keep], order[keep]
+    kept_scores, rank = kept_scores.sort(dim=0, descending=True)
+    rank = rank[:max_num_detections]
+    return kept_scores[:max_num_detections], kept_classes[rank], kept_order[rank]
 
 
 def cross_class_fast_nms(
