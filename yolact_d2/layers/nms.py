@@ -133,7 +133,17 @@ def _fast_nms_op(
     # Column max: for each box, its largest IoU with any higher-scored box of the same class,
     # whether or not that box is itself suppressed (this is what makes it "fast").
     keep = max_iou_with_higher_scored(class_boxes) <= iou_threshold
-    classes = torch.arange(num_classes, device=scores.device)[:, None].expand_as(keep)
+    return _rank_kept(scores, order, keep, max_num_detections)
+
+
+def _rank_kept(
+    scores: torch.Tensor, order: torch.Tensor, keep: torch.Tensor, max_num_detections: int
+) -> _Result:
+    """
+    The survivors of all classes, best first: (C, k) per-class sorted scores, their candidate
+    indices and keep mask -> the ``max_num_detections`` best (scores, classes, indices).
+    """
+    classes = torch.arange(scores.shape[0], device=scores.device)[:, None].expand_as(keep)
     kept_scores, kept_classes, kept_order = scores[keep], classes[keep], order[keep]
     kept_scores, rank = kept_scores.sort(dim=0, descending=True)
     rank = rank[:max_num_detections]
@@ -214,11 +224,7 @@ def fast_nms_traceable(
     # operations as max_iou_with_higher_scored.
     iou = box_iou(class_boxes, class_boxes).tril(diagonal=-1)
     keep = (iou <= iou_threshold).all(dim=2) & (values > -float("inf"))
-    classes = torch.arange(num_classes, device=scores.device)[:, None].expand_as(keep)
-    kept_scores, kept_classes, kept_order = values[keep], classes[keep], order[keep]
-    kept_scores, rank = kept_scores.sort(dim=0, descending=True)
-    rank = rank[:max_num_detections]
-    return kept_scores[:max_num_detections], kept_classes[rank], kept_order[rank]
+    return _rank_kept(values, order, keep, max_num_detections)
 
 
 def cross_class_fast_nms(
