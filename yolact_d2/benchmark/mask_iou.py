@@ -6,7 +6,7 @@ are matched by class and box IoU, and the masks of matched pairs compared by IoU
 
 import numpy as np
 from dataclasses import dataclass, field
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 import torch
 
@@ -16,12 +16,18 @@ __all__ = ["match_detections", "mask_ious", "MaskAgreement"]
 
 
 def match_detections(
-    reference: Instances, other: Instances, box_iou_threshold: float = 0.5
+    reference: Instances,
+    other: Instances,
+    box_iou_threshold: float = 0.5,
+    score_tolerance: Optional[float] = None,
+    box_tolerance: Optional[float] = None,
 ) -> List[Tuple[int, int]]:
     """
     Greedy one-to-one matching, reference detections in decreasing score order: each takes the
     unmatched detection of ``other`` with the same class and the highest box IoU, if that IoU is
-    at least ``box_iou_threshold``.
+    at least ``box_iou_threshold`` (and, when given, the scores differ by at most
+    ``score_tolerance`` and every box coordinate by at most ``box_tolerance`` pixels: the
+    "same detection" of a parity check).
 
     Returns:
         list[tuple[int, int]]: (reference index, other index) pairs.
@@ -29,14 +35,22 @@ def match_detections(
     if len(reference) == 0 or len(other) == 0:
         return []
     iou = pairwise_iou(reference.pred_boxes, other.pred_boxes)
-    same_class = reference.pred_classes[:, None] == other.pred_classes[None, :]
-    iou = torch.where(same_class, iou, torch.full_like(iou, -1.0))
+    allowed = (reference.pred_classes[:, None] == other.pred_classes[None, :]) & (
+        iou >= box_iou_threshold
+    )
+    if score_tolerance is not None:
+        difference = (reference.scores[:, None] - other.scores[None, :]).abs()
+        allowed &= difference <= score_tolerance
+    if box_tolerance is not None:
+        a, b = reference.pred_boxes.tensor, other.pred_boxes.tensor
+        allowed &= (a[:, None, :] - b[None, :, :]).abs().amax(dim=2) <= box_tolerance
+    iou = torch.where(allowed, iou, torch.full_like(iou, -1.0))
     taken = torch.zeros(len(other), dtype=torch.bool)
     pairs = []
     for i in torch.argsort(reference.scores, descending=True).tolist():
         candidates = iou[i].masked_fill(taken, -1.0)
         j = int(candidates.argmax())
-        if candidates[j] >= box_iou_threshold:
+        if candidates[j] >= 0:
             taken[j] = True
             pairs.append((i, j))
     return pairs
@@ -58,8 +72,13 @@ def mask_ious(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class MaskAgreement:
-    """Accumulates matched mask IoUs over images."""
+    """
+    Accumulates matched mask IoUs over images; ``score_tolerance`` and ``box_tolerance`` are
+    :func:`match_detections`' (None: matched by class and box IoU only).
+    """
 
+    score_tolerance: Optional[float] = None
+    box_tolerance: Optional[float] = None
     ious: List[float] = field(default_factory=list)
     num_reference: int = 0
     num_other: int = 0
@@ -67,7 +86,12 @@ class MaskAgreement:
     def add(self, reference: Instances, other: Instances) -> None:
         """Matches the detections of one image and records the mask IoU of every pair."""
         reference, other = reference.to("cpu"), other.to("cpu")
-        pairs = match_detections(reference, other)
+        pairs = match_detections(
+            reference,
+            other,
+            score_tolerance=self.score_tolerance,
+            box_tolerance=self.box_tolerance,
+        )
         self.num_reference += len(reference)
         self.num_other += len(other)
         if pairs:
@@ -84,3 +108,9 @@ class MaskAgreement:
     def matched_fraction(self) -> float:
         """Matched pairs over reference detections (NaN if there are none)."""
         return len(self.ious) / self.num_reference if self.num_reference else float("nan")
+
+    @property
+    def one_to_one_fraction(self) -> float:
+        """Matched pairs over the detections of the side that has more (NaN if none)."""
+        most = max(self.num_reference, self.num_other)
+        return len(self.ious) / most if most else float("nan")

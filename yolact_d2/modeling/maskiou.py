@@ -2,6 +2,7 @@
 """YOLACT++'s fast mask re-scoring network."""
 
 import torch
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 from torch import nn
 
 from .weight_init import xavier_init
@@ -43,6 +44,7 @@ class MaskIoUNet(nn.Module):
         Returns:
             Tensor: (n, C) predicted mask IoU per class.
         """
-        if masks.shape[0] == 0:
+        # (False when exporting with a data-dependent count: the convs handle an empty batch.)
+        if guard_or_false(masks.shape[0] == 0):
             return masks.new_zeros((0, self.net[-2].out_channels))
         return self.net(masks).amax(dim=(2, 3))

@@ -181,11 +181,29 @@ class Yolact(nn.Module):
         size = (self.input_size, self.input_size)
         images = []
         for x in batched_inputs:
-            image = x["image"].to(self.device, non_blocking=True).float()
+            image = x["image"].to(self.device, non_blocking=True).float()[None]
             if tuple(image.shape[-2:]) != size:
-                image = F.interpolate(image[None], size, mode="bilinear", align_corners=False)[0]
+                image = self.resize_to_input(image)
             images.append(image)
-        return (torch.stack(images) - self.pixel_mean) / self.pixel_std
+        return self.normalize(torch.cat(images))
+
+    def resize_to_input(self, images: torch.Tensor) -> torch.Tensor:
+        """
+        The reference's square resize (bilinear, align_corners=False, no antialiasing); on an
+        image that is already S x S it is the identity, bit for bit.
+
+        Args:
+            images (Tensor): (N, 3, H, W) float.
+
+        Returns:
+            Tensor: (N, 3, S, S).
+        """
+        size = (self.input_size, self.input_size)
+        return F.interpolate(images, size, mode="bilinear", align_corners=False)
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """(N, 3, S, S) float pixels in ``input_format`` order -> normalised network input."""
+        return (images - self.pixel_mean) / self.pixel_std
 
     def _fast_cpu_path(self, images: torch.Tensor) -> bool:
         return self.fast_cpu_inference and not self.training and images.device.type == "cpu"

@@ -17,6 +17,8 @@ __all__ = [
     "suppress",
     "detections_to_instances",
     "assemble_detection_masks",
+    "detections_in_pixels",
+    "instances_from_detections",
     "paste_detections",
 ]
 
@@ -191,16 +193,40 @@ def assemble_detection_masks(
     return result
 
 
-def paste_detections(
-    assembled: Dict[str, torch.Tensor], image_size: Tuple[int, int], mask_threshold: float = 0.5
-) -> Instances:
+def detections_in_pixels(
+    assembled: Dict[str, torch.Tensor], image_size: Tuple[int, int]
+) -> Dict[str, torch.Tensor]:
     """
-    Detectron2 ``Instances`` at the original image size: masks stretched to ``image_size`` and
-    thresholded, boxes as integer pixel coordinates; detections whose box has zero area are
-    dropped, as the reference's COCO output does.
+    The detections in the original image's pixels: boxes as integer pixel coordinates (scaled,
+    ordered, clamped and truncated as the reference), and the detections whose box has zero
+    area dropped, as the reference's COCO output does. Masks stay at prototype resolution.
 
     Args:
         assembled (dict): output of :func:`assemble_detection_masks`.
+        image_size (tuple[int, int]): (H, W) of the original image.
+
+    Returns:
+        dict: "boxes" (D', 4) int64 pixel XYXY, "scores" (D',), "classes" (D',), "masks"
+        (D', h, w) soft masks, and "mask_scores" (D',) for YOLACT++.
+    """
+    pixel_boxes = _pixel_boxes(assembled["boxes"], image_size)
+    valid = (pixel_boxes[:, 2] > pixel_boxes[:, 0]) & (pixel_boxes[:, 3] > pixel_boxes[:, 1])
+    result = {"boxes": pixel_boxes[valid]}
+    for key in ("scores", "classes", "masks", "mask_scores"):
+        if key in assembled:
+            result[key] = assembled[key][valid]
+    return result
+
+
+def instances_from_detections(
+    detections: Dict[str, torch.Tensor], image_size: Tuple[int, int], mask_threshold: float = 0.5
+) -> Instances:
+    """
+    The paste step: Detectron2 ``Instances`` of :func:`detections_in_pixels`' output, with the
+    masks stretched to ``image_size`` and thresholded (:func:`upsample_masks`).
+
+    Args:
+        detections (dict): output of :func:`detections_in_pixels`.
         image_size (tuple[int, int]): (H, W) of the original image.
         mask_threshold (float): binarisation threshold.
 
@@ -208,16 +234,33 @@ def paste_detections(
         Instances: ``pred_boxes`` (Boxes), ``scores``, ``pred_classes``, ``pred_masks``
         (D, H, W) bool, and for YOLACT++ ``mask_scores``.
     """
-    pixel_boxes = _pixel_boxes(assembled["boxes"], image_size)
-    valid = (pixel_boxes[:, 2] > pixel_boxes[:, 0]) & (pixel_boxes[:, 3] > pixel_boxes[:, 1])
     result = Instances(image_size)
-    result.pred_boxes = Boxes(pixel_boxes[valid].float())
-    result.scores = assembled["scores"][valid]
-    result.pred_classes = assembled["classes"][valid]
-    result.pred_masks = upsample_masks(assembled["masks"][valid], image_size, mask_threshold)
-    if "mask_scores" in assembled:
-        result.mask_scores = assembled["mask_scores"][valid]
+    result.pred_boxes = Boxes(detections["boxes"].float())
+    result.scores = detections["scores"]
+    result.pred_classes = detections["classes"]
+    result.pred_masks = upsample_masks(detections["masks"], image_size, mask_threshold)
+    if "mask_scores" in detections:
+        result.mask_scores = detections["mask_scores"]
     return result
+
+
+def paste_detections(
+    assembled: Dict[str, torch.Tensor], image_size: Tuple[int, int], mask_threshold: float = 0.5
+) -> Instances:
+    """
+    Detectron2 ``Instances`` at the original image size: :func:`detections_in_pixels`, then
+    :func:`instances_from_detections`.
+
+    Args:
+        assembled (dict): output of :func:`assemble_detection_masks`.
+        image_size (tuple[int, int]): (H, W) of the original image.
+        mask_threshold (float): binarisation threshold.
+
+    Returns:
+        Instances: see :func:`instances_from_detections`.
+    """
+    detections = detections_in_pixels(assembled, image_size)
+    return instances_from_detections(detections, image_size, mask_threshold)
 
 
 def detections_to_instances(

@@ -117,12 +117,18 @@ class YolactPriorGenerator(nn.Module):
                 f"receives {len(feature_sizes)} feature maps"
             )
         key = (tuple(tuple(int(v) for v in s) for s in feature_sizes), str(device))
-        if key not in self._cache:
+        # While tracing (torch.export, torch.compile) the priors become part of the graph and
+        # must not be cached: the cache would keep the tracer's tensor for later eager calls.
+        tracing = torch.compiler.is_compiling()
+        if tracing or key not in self._cache:
             levels = [
                 generate_level_priors(
                     size, scales, self.aspect_ratios, self.input_size, self.square
                 )
                 for size, scales in zip(key[0], self.scales)
             ]
-            self._cache[key] = torch.cat(levels).to(device)
+            priors = torch.cat(levels).to(device)
+            if tracing:
+                return priors
+            self._cache[key] = priors
         return self._cache[key]

@@ -1,0 +1,99 @@
+#!/usr/bin/env python
+# Copyright (c) yolact_d2 contributors.
+"""
+Export a YOLACT - network, Fast NMS and mask assembly, all of it - as one ONNX model or
+torch.export program.
+
+    python tools/export_model.py --config-file configs/yolact_R_50_FPN_550.yaml \
+        --format onnx --output export/ MODEL.WEIGHTS model_final.pth
+
+writes export/model.onnx (or model.pt2 with --format pt2). The graph takes one image as
+Detectron2 users hold it - (H, W, 3) uint8, any size, channels in the config's INPUT.FORMAT
+order (RGB for the YOLACT configs; the file's metadata says) - and returns boxes in image pixels,
+scores, classes and soft masks at prototype resolution (YOLACT++: and mask scores). Run it with
+yolact_d2.deploy.ExportedPredictor (onnxruntime, OpenVINO or PyTorch) or, without PyTorch, with
+tools/onnx_inference.py. After writing, the export is checked against the PyTorch model on the
+sample image (--no-verify skips that).
+"""
+
+import argparse
+import logging
+import os
+import sys
+
+import cv2
+
+from detectron2.config import get_cfg
+from detectron2.utils.logger import setup_logger
+
+import yolact_d2
+from yolact_d2.data import setup_datasets
+from yolact_d2.deploy import FORMATS, build_export_model, export_model
+from yolact_d2.deploy.verify import compare_with_pytorch
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0].strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="a YOLACT config")
+    parser.add_argument("--format", choices=sorted(FORMATS), default="onnx")
+    parser.add_argument("--output", required=True, metavar="DIR", help="directory to write to")
+    parser.add_argument(
+        "--sample-image",
+        metavar="IMG",
+        help="an image to trace with and to verify on (default: scikit-image's astronaut)",
+    )
+    parser.add_argument("--no-verify", action="store_true", help="skip the parity check")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
+    return parser.parse_args(argv)
+
+
+def fail(message: str):
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def sample_image_bgr(path):
+    if path is None:
+        from skimage.data import astronaut
+
+        return cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR)
+    if not os.path.isfile(path):
+        fail(f"sample image {path!r} does not exist")
+    image = cv2.imread(path, cv2.IMREAD_COLOR)
+    if image is None:
+        fail(f"cannot read sample image {path!r} (not an image OpenCV can decode)")
+    return image
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if not os.path.isfile(args.config_file):
+        fail(f"config file {args.config_file!r} does not exist")
+    setup_logger(name="yolact_d2")
+    logger = logging.getLogger("yolact_d2")
+    cfg = get_cfg()
+    yolact_d2.add_yolact_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    weights = cfg.MODEL.WEIGHTS
+    if weights and "://" not in weights and not os.path.isfile(weights):
+        fail(f"MODEL.WEIGHTS {weights!r} does not exist")
+    cfg = setup_datasets(cfg)
+    bgr = sample_image_bgr(args.sample_image)
+    image = bgr[:, :, ::-1].copy() if cfg.INPUT.FORMAT == "RGB" else bgr
+    model = build_export_model(cfg)
+    path = export_model(cfg, model, args.format, args.output, image, args.config_file)
+    logger.info(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
+    if not args.no_verify:
+        runtime = "pytorch" if args.format == "pt2" else "onnxruntime"
+        report = compare_with_pytorch(model, path, runtime, [bgr])
+        logger.info(f"{runtime} vs PyTorch on the sample image: {report}")
+    print(path)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,275 @@
+# Copyright (c) yolact_d2 contributors.
+"""
+Exporting a YOLACT - the whole pipeline of :class:`YolactInferenceGraph` - as an ONNX model or a
+``torch.export`` program (.pt2), with what a runtime needs to use it stored inside the file.
+"""
+
+import json
+import logging
+from typing import Dict, Optional
+
+import numpy as np
+import torch
+
+from detectron2.data import MetadataCatalog
+
+from yolact_d2.layers import ModulatedDeformConv2d
+from yolact_d2.utils.file_io import atomic_open
+
+from .graph import YolactInferenceGraph
+
+__all__ = [
+    "FORMATS",
+    "MAX_IMAGE_SIDE",
+    "PT2_METADATA_FILE",
+    "build_export_model",
+    "deploy_metadata",
+    "export_model",
+    "export_program",
+    "export_onnx",
+    "export_pt2",
+    "uses_deformable_conv",
+]
+
+logger = logging.getLogger(__name__)
+
+# Image heights and widths the exported graph accepts: 2 .. MAX_IMAGE_SIDE pixels.
+MAX_IMAGE_SIDE = 16384
+# Where a .pt2 file keeps the metadata (ONNX files keep it in metadata_props).
+PT2_METADATA_FILE = "yolact_d2_metadata.json"
+
+
+def uses_deformable_conv(model: torch.nn.Module) -> bool:
+    """Whether the model has YOLACT++'s modulated deformable convolutions."""
+    return any(isinstance(m, ModulatedDeformConv2d) for m in model.modules())
+
+
+def deploy_metadata(cfg, model: torch.nn.Module, config_file: str = "") -> Dict[str, str]:
+    """
+    What a runtime needs besides the graph, as strings (ONNX ``metadata_props``).
+
+    Keys: "yolact_d2_version", "config_file", "meta_architecture", "input_format" ("RGB" or
+    "BGR": the channel order the graph's image input is in), "input_size" (S), "class_names" and
+    "category_ids" (JSON lists: the dataset's names and original ids of classes 0..C-1; ids
+    1..C when the dataset gives none), "score_threshold", "nms_threshold", "top_k",
+    "detections_per_image", "mask_threshold", "display_score_threshold", "outputs" (JSON list of
+    the graph's output names), "mask_resolution" ("prototype": masks to paste), "config" (the
+    full config as YAML).
+
+    Args:
+        cfg (CfgNode): the config of the exported model.
+        model (Yolact): the model.
+        config_file (str): the config file it came from, for the record.
+    """
+    import yolact_d2
+
+    y = cfg.MODEL.YOLACT
+    num_classes = y.NUM_CLASSES
+    names, ids = [str(i) for i in range(num_classes)], list(range(1, num_classes + 1))
+    if cfg.DATASETS.TEST:
+        meta = MetadataCatalog.get(cfg.DATASETS.TEST[0])
+        if len(meta.get("thing_classes", [])) == num_classes:
+            names = list(meta.thing_classes)
+        mapping = meta.get("thing_dataset_id_to_contiguous_id", None)
+        if mapping and len(mapping) == num_classes:
+            ids = [d for d, _ in sorted(mapping.items(), key=lambda item: item[1])]
+    outputs = list(YolactInferenceGraph(model).output_names)
+    return {
+        "yolact_d2_version": yolact_d2.__version__,
+        "config_file": config_file,
+        "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
+        "input_format": cfg.INPUT.FORMAT,
+        "input_size": str(y.INPUT_SIZE),
+        "class_names": json.dumps(names),
+        "category_ids": json.dumps([int(i) for i in ids]),
+        "score_threshold": repr(float(y.TEST.SCORE_THRESH)),
+        "nms_threshold": repr(float(y.TEST.NMS_THRESH)),
+        "top_k": str(y.TEST.TOP_K),
+        "detections_per_image": str(y.TEST.DETECTIONS_PER_IMAGE),
+        "mask_threshold": repr(float(y.TEST.MASK_THRESH)),
+        "display_score_threshold": repr(float(y.TEST.DISPLAY_SCORE_THRESH)),
+        "outputs": json.dumps(outputs),
+        "mask_resolution": "prototype",
+        "deformable_conv": json.dumps(uses_deformable_conv(model)),
+        "config": cfg.dump(),
+    }
+
+
+def _sample_image(sample_image: Optional[np.ndarray]) -> torch.Tensor:
+    if sample_image is None:
+        # Only shapes matter for tracing; 480 x 640 specialises neither side.
+        sample_image = np.random.default_rng(0).integers(0, 256, (480, 640, 3), dtype=np.uint8)
+    if sample_image.ndim != 3 or sample_image.shape[2] != 3 or sample_image.dtype != np.uint8:
+        raise ValueError(
+            f"the sample image must be (H, W, 3) uint8, got {sample_image.shape} "
+            f"{sample_image.dtype}"
+        )
+    if min(sample_image.shape[:2]) < 2:
+        raise ValueError(f"the sample image must be at least 2 x 2, got {sample_image.shape}")
+    return torch.from_numpy(np.ascontiguousarray(sample_image))
+
+
+def export_program(
+    model: torch.nn.Module, sample_image: Optional[np.ndarray] = None
+) -> torch.export.ExportedProgram:
+    """
+    ``torch.export`` of the whole pipeline with dynamic image height and width.
+
+    Args:
+        model (Yolact): eval-mode model (see :class:`YolactInferenceGraph` for what it needs).
+        sample_image (ndarray or None): (H, W, 3) uint8 in the model's input format, used to
+            trace (any content; None: a random 480 x 640 image).
+
+    Returns:
+        ExportedProgram: takes "image" (H, W, 3) uint8 and returns the graph's outputs.
+    """
+    graph = YolactInferenceGraph(model).eval()
+    height = torch.export.Dim("height", min=2, max=MAX_IMAGE_SIDE)
+    width = torch.export.Dim("width", min=2, max=MAX_IMAGE_SIDE)
+    with torch.no_grad():
+        return torch.export.export(
+            graph,
+            (_sample_image(sample_image),),
+            dynamic_shapes={"image": {0: height, 1: width}},
+            strict=False,
+        )
+
+
+def export_onnx(
+    model: torch.nn.Module,
+    path: str,
+    metadata: Dict[str, str],
+    sample_image: Optional[np.ndarray] = None,
+    opset: Optional[int] = None,
+) -> str:
+    """
+    Writes the whole pipeline as one ONNX model (standard operators only), atomically.
+
+    Args:
+        model (Yolact): see :func:`export_program`.
+        path (str): the .onnx file.
+        metadata (dict[str, str]): stored as the model's ``metadata_props``
+            (:func:`deploy_metadata`).
+        sample_image (ndarray or None): see :func:`export_program`.
+        opset (int or None): the ONNX opset; None: the lowest that holds the model
+            (:data:`~yolact_d2.deploy.onnx_ops.MIN_OPSET`, or ``MIN_OPSET_DEFORMABLE`` for
+            YOLACT++'s deformable convolutions).
+
+    Returns:
+        str: ``path``.
+    """
+    import onnx
+
+    from . import onnx_ops
+
+    lowest = onnx_ops.MIN_OPSET_DEFORMABLE if uses_deformable_conv(model) else onnx_ops.MIN_OPSET
+    if opset is None:
+        opset = lowest
+    elif opset < lowest:
+        raise ValueError(
+            f"opset {opset} is too low for this model: it needs at least {lowest}"
+            + (" (ONNX DeformConv)" if lowest == onnx_ops.MIN_OPSET_DEFORMABLE else "")
+        )
+    program = export_program(model, sample_image).run_decompositions(
+        {**torch.export.default_decompositions(), **onnx_ops.DECOMPOSITIONS}
+    )
+    outputs = json.loads(metadata["outputs"])
+    onnx_program = torch.onnx.export(
+        program,
+        dynamo=True,
+        opset_version=opset,
+        custom_translation_table=onnx_ops.TRANSLATIONS,
+        input_names=["image"],
+        output_names=outputs,
+        verbose=False,
+    )
+    proto = onnx_program.model_proto
+    proto.doc_string = (
+        "YOLACT (yolact_d2): image (H, W, 3) uint8 in the input_format channel order -> "
+        + ", ".join(outputs)
+        + "; masks are soft, at prototype resolution, to be stretched to the image and "
+        "thresholded at mask_threshold"
+    )
+    onnx.helper.set_model_props(proto, metadata)
+    with atomic_open(path) as f:
+        f.write(proto.SerializeToString())
+    return path
+
+
+def export_pt2(
+    model: torch.nn.Module,
+    path: str,
+    metadata: Dict[str, str],
+    sample_image: Optional[np.ndarray] = None,
+) -> str:
+    """
+    Writes the whole pipeline as a ``torch.export`` program (Fast NMS stays the registered op
+    ``torch.ops.yolact_d2.fast_nms``: load it with yolact_d2 imported), atomically.
+
+    Args and returns: as :func:`export_onnx` (the metadata goes to the extra file
+    :data:`PT2_METADATA_FILE`).
+    """
+    program = export_program(model, sample_image)
+    with atomic_open(path) as f:
+        torch.export.save(program, f, extra_files={PT2_METADATA_FILE: json.dumps(metadata)})
+    return path
+
+
+FORMATS = {"onnx": "model.onnx", "pt2": "model.pt2"}
+
+
+def build_export_model(cfg) -> torch.nn.Module:
+    """
+    The model of ``cfg`` as it is exported: on CPU, the exact fp32 path, Fast NMS, weights from
+    ``MODEL.WEIGHTS`` (random when it is ""), eval mode.
+    """
+    from detectron2.modeling import build_model
+
+    from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
+
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"
+    if cfg.MODEL.YOLACT.FAST_CPU_INFERENCE:
+        logger.info("exporting the exact fp32 model (MODEL.YOLACT.FAST_CPU_INFERENCE ignored)")
+        cfg.MODEL.YOLACT.FAST_CPU_INFERENCE = False
+    model = build_model(cfg).eval()
+    YolactCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    return model
+
+
+def export_model(
+    cfg,
+    model: torch.nn.Module,
+    fmt: str,
+    output_dir: str,
+    sample_image: Optional[np.ndarray] = None,
+    config_file: str = "",
+) -> str:
+    """
+    Writes ``output_dir/model.onnx`` or ``output_dir/model.pt2`` with its metadata.
+
+    Args:
+        cfg (CfgNode): the model's config.
+        model (Yolact): from :func:`build_export_model`.
+        fmt (str): "onnx" or "pt2".
+        output_dir (str): created if missing.
+        sample_image (ndarray or None): (H, W, 3) uint8 in ``cfg.INPUT.FORMAT`` order.
+        config_file (str): recorded in the metadata.
+
+    Returns:
+        str: the written file.
+    """
+    if fmt not in FORMATS:
+        raise ValueError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
+    path = f"{output_dir}/{FORMATS[fmt]}"
+    metadata = deploy_metadata(cfg, model, config_file)
+    if fmt == "onnx":
+        if uses_deformable_conv(model):
+            logger.warning(
+                "YOLACT++: the deformable convolutions are exported as ONNX DeformConv (opset "
+                "19). onnxruntime runs it; OpenVINO's ONNX reader does not support DeformConv, "
+                "so this file cannot run on OpenVINO."
+            )
+        return export_onnx(model, path, metadata, sample_image)
+    return export_pt2(model, path, metadata, sample_image)

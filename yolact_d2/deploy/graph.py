@@ -1,0 +1,94 @@
+# Copyright (c) yolact_d2 contributors.
+"""The whole YOLACT inference pipeline as one module of one image, the form that is exported."""
+
+from typing import Dict
+
+import torch
+from torch import nn
+
+from yolact_d2.modeling.box_coder import decode_boxes
+from yolact_d2.modeling.postprocessing import (
+    assemble_detection_masks,
+    detections_in_pixels,
+    select_candidates,
+    suppress,
+)
+
+__all__ = ["YolactInferenceGraph"]
+
+
+class YolactInferenceGraph(nn.Module):
+    """
+    A :class:`~yolact_d2.modeling.Yolact` as one function of one image, running exactly the
+    model's own stages: the square resize, normalisation, backbone, FPN, head, protonet, priors,
+    box decoding, the score pre-filter, Fast NMS (``torch.ops.yolact_d2.fast_nms``), mask
+    assembly, the crop by the predicted box, YOLACT++ re-scoring, and boxes in image pixels.
+
+    The masks are returned at prototype resolution (the paste step - stretching them to the
+    image and thresholding, :func:`~yolact_d2.modeling.postprocessing.instances_from_detections`
+    - is the predictor's): D x 138 x 138 floats instead of D x H x W, and the
+    paste then runs only where a mask can be non-zero.
+    """
+
+    # The outputs, in order (YOLACT++ adds "mask_scores").
+    OUTPUTS = ("boxes", "scores", "classes", "masks")
+
+    def __init__(self, model: nn.Module):
+        """
+        Args:
+            model (Yolact): an eval-mode model with Fast NMS (``MODEL.YOLACT.TEST.NMS_TYPE``
+                "fast") and the exact fp32 path (``FAST_CPU_INFERENCE`` off).
+        """
+        super().__init__()
+        if model.postprocess.nms_type != "fast":
+            raise ValueError(
+                "export needs MODEL.YOLACT.TEST.NMS_TYPE 'fast' (the other NMS types loop over "
+                f"the data in Python and cannot be traced); got {model.postprocess.nms_type!r}"
+            )
+        if model.fast_cpu_inference:
+            raise ValueError(
+                "export runs the exact fp32 model: set MODEL.YOLACT.FAST_CPU_INFERENCE False "
+                "(runtimes have their own reduced-precision modes)"
+            )
+        self.model = model.eval()
+        self.has_mask_scores = model.mask_branch.maskiou_net is not None
+
+    @property
+    def output_names(self):
+        return self.OUTPUTS + (("mask_scores",) if self.has_mask_scores else ())
+
+    def forward(self, image: torch.Tensor):
+        """
+        Args:
+            image (Tensor): (H, W, 3) uint8 in the model's ``input_format`` channel order.
+
+        Returns:
+            tuple: "boxes" (D, 4) float32 pixel XYXY (integer values), "scores" (D,) float32,
+            "classes" (D,) int64 in [0, C), "masks" (D, h, w) float32 soft masks at prototype
+            resolution, cropped, and for YOLACT++ "mask_scores" (D,) float32; best first.
+        """
+        model = self.model
+        height, width = image.shape[0], image.shape[1]
+        images = image.permute(2, 0, 1)[None].float()
+        # Always resized: the identity on an S x S image, and no branch on the input's size.
+        outputs = model.predict(model.normalize(model.resize_to_input(images)))
+        detections = self.postprocess(outputs, (height, width))
+        return tuple(detections[name] for name in self.output_names)
+
+    def postprocess(self, outputs: Dict[str, torch.Tensor], image_size) -> Dict[str, torch.Tensor]:
+        """The model's ``inference`` for one image, up to (not including) the paste step."""
+        model, settings = self.model, self.model.postprocess
+        boxes = decode_boxes(outputs["box_deltas"][0], outputs["priors"], model.box_variances)
+        scores, candidates = select_candidates(outputs["class_logits"][0], settings.score_threshold)
+        detections = suppress(boxes, scores, candidates, model._nms)
+        assembled = assemble_detection_masks(
+            detections,
+            boxes,
+            outputs["coefficients"][0],
+            outputs["prototypes"][0],
+            settings,
+            model.mask_branch.maskiou_net,
+        )
+        detections = detections_in_pixels(assembled, image_size)
+        detections["boxes"] = detections["boxes"].float()
+        return detections

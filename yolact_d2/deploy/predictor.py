@@ -1,0 +1,189 @@
+# Copyright (c) yolact_d2 contributors.
+"""Running an exported YOLACT (ONNX on onnxruntime or OpenVINO, .pt2 on PyTorch) like
+Detectron2's ``DefaultPredictor``."""
+
+import json
+import os
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from detectron2.structures import Instances
+
+from yolact_d2.modeling.postprocessing import instances_from_detections
+
+__all__ = ["RUNTIMES", "ExportedPredictor", "read_metadata"]
+
+RUNTIMES = ("onnxruntime", "openvino", "pytorch")
+
+
+def read_metadata(path: str) -> Dict[str, str]:
+    """
+    The metadata an exported file carries (see :func:`~yolact_d2.deploy.deploy_metadata`).
+
+    Args:
+        path (str): a .onnx or .pt2 file written by ``tools/export_model.py``.
+
+    Raises:
+        FileNotFoundError, ValueError: no such file, or not a yolact_d2 export.
+    """
+    from .export import PT2_METADATA_FILE
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"exported model {path!r} does not exist")
+    if path.endswith(".pt2"):
+        extra = {PT2_METADATA_FILE: ""}
+        torch.export.load(path, extra_files=extra)
+        text = extra[PT2_METADATA_FILE]
+        metadata = json.loads(text) if text else {}
+    else:
+        import onnx
+
+        try:
+            proto = onnx.load(path, load_external_data=False)
+        except Exception as e:
+            raise ValueError(f"{path!r} is not an ONNX model: {e}") from e
+        metadata = {p.key: p.value for p in proto.metadata_props}
+    if "yolact_d2_version" not in metadata:
+        raise ValueError(f"{path!r} carries no yolact_d2 metadata (not written by export_model)")
+    return metadata
+
+
+class _OnnxRuntimeSession:
+    def __init__(self, path: str, num_threads: Optional[int], precision: str):
+        import onnxruntime
+
+        if precision != "fp32":
+            raise ValueError(f"onnxruntime runs the exported fp32 model; precision {precision!r}")
+        options = onnxruntime.SessionOptions()
+        if num_threads:
+            options.intra_op_num_threads = num_threads
+        self.session = onnxruntime.InferenceSession(
+            path, options, providers=["CPUExecutionProvider"]
+        )
+
+    def __call__(self, image: np.ndarray) -> List[np.ndarray]:
+        return self.session.run(None, {"image": image})
+
+
+class _OpenVinoSession:
+    PRECISIONS = {"fp32": "f32", "bf16": "bf16"}
+
+    def __init__(self, path: str, num_threads: Optional[int], precision: str):
+        import openvino
+
+        if precision not in self.PRECISIONS:
+            raise ValueError(f"OpenVINO precision must be one of {sorted(self.PRECISIONS)}")
+        config = {"INFERENCE_PRECISION_HINT": self.PRECISIONS[precision]}
+        if num_threads:
+            config["INFERENCE_NUM_THREADS"] = num_threads
+        self.model = openvino.Core().compile_model(path, "CPU", config)
+
+    def __call__(self, image: np.ndarray) -> List[np.ndarray]:
+        return list(self.model({"image": image}).values())
+
+
+class _PyTorchSession:
+    def __init__(self, path: str, num_threads: Optional[int], precision: str):
+        import yolact_d2  # noqa: F401  (registers torch.ops.yolact_d2.fast_nms)
+
+        if precision != "fp32":
+            raise ValueError(f"a .pt2 program runs in fp32; precision {precision!r}")
+        if num_threads:
+            torch.set_num_threads(num_threads)
+        self.module = torch.export.load(path).module()
+
+    def __call__(self, image: np.ndarray) -> List[np.ndarray]:
+        with torch.no_grad():
+            return [t.numpy() for t in self.module(torch.from_numpy(image))]
+
+
+_SESSIONS = {
+    "onnxruntime": _OnnxRuntimeSession,
+    "openvino": _OpenVinoSession,
+    "pytorch": _PyTorchSession,
+}
+
+
+class ExportedPredictor:
+    """
+    An exported YOLACT used like Detectron2's ``DefaultPredictor``: called on one BGR uint8
+    image (H, W, 3), it returns ``{"instances": Instances}`` at the image's size with the fields
+    the PyTorch model gives (``pred_boxes``, ``scores``, ``pred_classes``, ``pred_masks`` (D, H, W)
+    bool, and ``mask_scores`` for YOLACT++). The file's metadata says the channel order its
+    graph takes (the image is flipped to it, as ``DefaultPredictor`` does) and the mask
+    threshold; the masks come out at prototype resolution and are pasted here, by the same code
+    as the model's (:func:`~yolact_d2.modeling.postprocessing.instances_from_detections`).
+
+    Example::
+
+        predictor = ExportedPredictor("export/model.onnx", runtime="openvino")
+        instances = predictor(cv2.imread("input.jpg"))["instances"]
+    """
+
+    def __init__(
+        self,
+        path: str,
+        runtime: str = "onnxruntime",
+        num_threads: Optional[int] = None,
+        precision: str = "fp32",
+    ):
+        """
+        Args:
+            path (str): a .onnx file (runtime "onnxruntime" or "openvino") or a .pt2 file
+                (runtime "pytorch"), written by ``tools/export_model.py``.
+            runtime (str): one of :data:`RUNTIMES`.
+            num_threads (int or None): intra-op threads (None: the runtime's default).
+            precision (str): "fp32", or "bf16" on OpenVINO (its own reduced-precision mode).
+        """
+        if runtime not in RUNTIMES:
+            raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+        self.path, self.runtime = path, runtime
+        self.metadata = read_metadata(path)
+        is_pt2 = path.endswith(".pt2")
+        if is_pt2 != (runtime == "pytorch"):
+            raise ValueError(
+                f"runtime {runtime!r} cannot run {path!r}: .pt2 programs run on 'pytorch', "
+                "ONNX models on 'onnxruntime' or 'openvino'"
+            )
+        if runtime == "openvino" and json.loads(self.metadata.get("deformable_conv", "false")):
+            raise ValueError(
+                f"{path!r} is a YOLACT++ model: its deformable convolutions are ONNX DeformConv "
+                "(opset 19), which OpenVINO's ONNX reader does not support; run it with "
+                "runtime='onnxruntime'"
+            )
+        self.input_format = self.metadata["input_format"]
+        self.mask_threshold = float(self.metadata["mask_threshold"])
+        self.output_names = json.loads(self.metadata["outputs"])
+        self.class_names = json.loads(self.metadata["class_names"])
+        self._session = _SESSIONS[runtime](path, num_threads, precision)
+
+    def run(self, image: np.ndarray) -> Dict[str, np.ndarray]:
+        """
+        The graph's raw outputs for an image already in its input format.
+
+        Args:
+            image (ndarray): (H, W, 3) uint8 in ``input_format`` order.
+
+        Returns:
+            dict[str, ndarray]: see :class:`~yolact_d2.deploy.YolactInferenceGraph`.
+        """
+        image = np.ascontiguousarray(image)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+        return dict(zip(self.output_names, self._session(image)))
+
+    def __call__(self, original_image: np.ndarray) -> Dict[str, Instances]:
+        """
+        Args:
+            original_image (ndarray): (H, W, 3) uint8 BGR image, as ``DefaultPredictor`` takes.
+
+        Returns:
+            dict: {"instances": Instances} at the image's size.
+        """
+        image = original_image[:, :, ::-1] if self.input_format == "RGB" else original_image
+        outputs = self.run(image)
+        detections = {name: torch.from_numpy(np.asarray(v)) for name, v in outputs.items()}
+        size = tuple(original_image.shape[:2])
+        return {"instances": instances_from_detections(detections, size, self.mask_threshold)}
