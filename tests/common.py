@@ -11,6 +11,9 @@ from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
 import yolact_d2
+from yolact_d2.modeling.box_coder import decode_boxes
+from yolact_d2.modeling.mask_assembly import crop_masks
+from yolact_d2.modeling.postprocessing import detect
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO_ROOT, "configs")
@@ -72,10 +75,6 @@ def calibrate_batch_norm(model, image):
     with torch.no_grad():
         for one in images:
             model.predict(model.preprocess_image([{"image": _as_chw(one)}]))
-        # Nearly dead channels (variance ~0) would divide rounding errors by ~sqrt(eps): no
-        # channel's variance is taken below its layer's median, as in a well-conditioned net.
-        for norm in norms:
-            norm.running_var.clamp_(min=float(norm.running_var.median()))
     model.eval()
 
 
@@ -108,6 +107,11 @@ def calibrate_detections(model, images, spreads=DETECTION_SPREADS):
         images (list[ndarray]): (H, W, 3) uint8 images in the model's input format.
     """
     calibrate_batch_norm(model, images)
+    # Nearly dead channels (variance ~0) would divide rounding errors by ~sqrt(eps): no
+    # channel's variance is taken below its layer's median, as in a well-conditioned net.
+    for norm in model.modules():
+        if isinstance(norm, torch.nn.BatchNorm2d):
+            norm.running_var.clamp_(min=float(norm.running_var.median()))
     head = model.head
     captured = {}
     hooks = [
@@ -128,18 +132,35 @@ def calibrate_detections(model, images, spreads=DETECTION_SPREADS):
         outputs = torch.cat(outputs, dim=1)  # (channels, positions)
         conv = getattr(head, name)
         if name == "coefficients":
-            # Centred per channel, so that the mask logits P C^T (P >= 0) centre on 0.
-            with torch.no_grad():
+            with torch.no_grad():  # centred per channel
                 conv.bias.sub_(outputs.mean(dim=1))
             outputs = outputs - outputs.mean(dim=1, keepdim=True)
         _scale_conv(conv, spreads[name] / float(outputs.std()))
         if name == "bbox_pred":
             with torch.no_grad():  # channels (dx, dy, dw, dh) per anchor
                 conv.bias.view(-1, 4)[:, 2:] += math.log(BOX_GROWTH) / model.box_variances[1]
+    # The mask logits P C^T of the detections, inside their boxes, centred on 0 (P >= 0, so a
+    # common shift of the coefficients' pre-tanh values moves them monotonically: bisect it; the
+    # detections themselves do not depend on the coefficients), then scaled.
     with torch.no_grad():
-        logits = []
+        samples = []
         for x in inputs:
-            outputs = model.predict(x)
-            logits.append((outputs["coefficients"][0] @ outputs["prototypes"][0].flatten(1)))
-    scale = spreads["mask_logits"] / float(torch.cat([t.flatten() for t in logits]).std())
+            out = model.predict(x)
+            boxes = decode_boxes(out["box_deltas"][0], out["priors"], model.box_variances)
+            idx = detect(out["class_logits"][0], boxes, model._nms, 0.05)["indices"]
+            boxes = boxes[idx]
+            coefficients = out["coefficients"][0][idx].clamp(-1 + 1e-6, 1 - 1e-6)
+            prototypes = out["prototypes"][0]
+            inside = crop_masks(torch.ones((len(boxes), *prototypes.shape[1:])), boxes) > 0
+            samples.append((torch.atanh(coefficients), prototypes.flatten(1), inside.flatten(1)))
+
+        def logits(shift):
+            return torch.cat([(torch.tanh(c + shift) @ p)[m] for c, p, m in samples])
+
+        low, high = -3.0, 3.0
+        for _ in range(30):
+            middle = (low + high) / 2
+            low, high = (middle, high) if logits(middle).mean() < 0 else (low, middle)
+        head.coefficients.bias.add_((low + high) / 2)
+        scale = spreads["mask_logits"] / float(logits((low + high) / 2).std())
     _scale_conv(model.mask_branch.protonet.predictor, scale)

@@ -6,12 +6,13 @@ Side-by-side inference benchmark of YOLACT and Detectron2 configs on the same re
 Example: YOLACT-550 R50 against Mask R-CNN R50-FPN 1x, both as configured and with the
 "full_workload" preset (random weights leave Mask R-CNN's ROI heads almost idle; the preset
 gives it a trained model's 1000 proposals and 100 detections), in fp32, bf16 and YOLACT's fast
-CPU path, on 2 threads::
+CPU path, and YOLACT exported to ONNX on onnxruntime and OpenVINO, on 2 threads::
 
     python tools/benchmark.py --configs yolact_R_50_FPN_550.yaml \\
         COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml \\
         COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml::full_workload \\
-        --precision fp32 bf16 fast --threads 2 --output output/benchmark
+        --precision fp32 bf16 fast --runtime pytorch onnxruntime openvino --threads 2 \\
+        --output output/benchmark
 
 Prints a Markdown table (and YOLACT's stage breakdown), writes ``results.csv``,
 ``results.md`` and ``speed_vs_ap.png`` to ``--output``.
@@ -29,6 +30,7 @@ from detectron2.utils.logger import setup_logger
 import yolact_d2  # noqa: F401  (registers the YOLACT meta-architecture and datasets)
 from yolact_d2.benchmark import (
     PRECISIONS,
+    RUNTIMES,
     STAGE_COLUMNS,
     SUMMARY_COLUMNS,
     BenchmarkSettings,
@@ -77,6 +79,15 @@ def get_parser() -> argparse.ArgumentParser:
         choices=PRECISIONS,
         help="fp32; bf16 (autocast; YOLACT: fast CPU path in bf16); fast "
         "(YOLACT's fast CPU path as configured)",
+    )
+    parser.add_argument(
+        "--runtime",
+        nargs="+",
+        default=["pytorch"],
+        choices=RUNTIMES,
+        help="pytorch: the PyTorch model in each --precision; onnxruntime, openvino: YOLACT "
+        "exported to ONNX (whole pipeline, same weights) and run there in fp32 (OpenVINO also "
+        "in its own bf16 when --precision has bf16)",
     )
     parser.add_argument(
         "--threads",
@@ -171,6 +182,7 @@ def main(args) -> list:
             eval_dataset=args.eval_dataset,
             eval_images=args.eval_images,
             synthetic_objects=objects,
+            runtimes=args.runtime,
         )
         for config, config_weights in zip(args.configs, weights):
             rows += benchmark_config(config, args.precision, images, settings, config_weights)

@@ -45,5 +45,6 @@ from .report import (
     write_csv,
 )
 from .runner import BenchmarkSettings, add_relative_speed, benchmark_config
+from .runtimes import RUNTIMES, RuntimePredictor, build_runtime_predictor, runtime_precisions
 from .stage_breakdown import synthetic_postprocess, timed_stages
 from .timing import PeakMemory, Stopwatch, cpu_load, latency_stats, synchronize

@@ -18,6 +18,7 @@ __all__ = [
 # (row key, header, format) of the main table.
 SUMMARY_COLUMNS: List[Tuple[str, str, str]] = [
     ("config", "config", "s"),
+    ("runtime", "runtime", "s"),
     ("precision", "precision", "s"),
     ("threads", "threads", "d"),
     ("batch_size", "batch", "d"),
@@ -116,7 +117,9 @@ def write_csv(
 
 
 def _label(row: Dict) -> str:
-    return f"{row['config']} ({row['precision']}, {row['threads']} thr)"
+    runtime = row.get("runtime", "pytorch")
+    runtime = "" if runtime == "pytorch" else f"{runtime} "
+    return f"{row['config']} ({runtime}{row['precision']}, {row['threads']} thr)"
 
 
 def plot_speed_vs_ap(rows: Sequence[Dict], path: str, title: str = "") -> None:

@@ -20,6 +20,7 @@ from yolact_d2.utils.stages import POSTPROCESS_STAGES, STAGES
 from .accuracy import evaluate_ap
 from .analysis import count_gflops, count_parameters
 from .mask_iou import MaskAgreement
+from .runtimes import RUNTIMES, build_runtime_predictor, runtime_precisions
 from .predictor import (
     BenchmarkPredictor,
     build_predictor,
@@ -32,7 +33,7 @@ from .predictor import (
 from .stage_breakdown import synthetic_postprocess, timed_stages
 from .timing import PeakMemory, latency_stats, synchronize
 
-__all__ = ["BenchmarkSettings", "benchmark_config", "add_relative_speed"]
+__all__ = ["RUNTIMES", "BenchmarkSettings", "benchmark_config", "add_relative_speed"]
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ class BenchmarkSettings:
         synthetic_objects (list or None): per image, ground-truth (boxes, classes) to also
             time YOLACT's post-processing on detector-like outputs around them
             (:func:`synthetic_postprocess`).
+        runtimes (list[str]): of :data:`RUNTIMES`: "pytorch" (the PyTorch model in each
+            precision) and the runtimes YOLACT's exported ONNX model is timed on.
     """
 
     warmup: int = 3
@@ -71,6 +74,7 @@ class BenchmarkSettings:
     eval_dataset: Optional[str] = None
     eval_images: Optional[int] = None
     synthetic_objects: Optional[List] = None
+    runtimes: Sequence[str] = ("pytorch",)
 
 
 def _batches(images: Sequence[np.ndarray], batch_size: int) -> List[Sequence[np.ndarray]]:
@@ -174,7 +178,18 @@ def mask_agreement(
     return {"mask_iou_vs_fp32": agreement.mean_iou, "matched_vs_fp32": agreement.matched_fraction}
 
 
-def _build(name, precision, settings, weights) -> BenchmarkPredictor:
+def _build(name, precision, settings, weights, runtime="pytorch"):
+    if runtime != "pytorch":
+        return build_runtime_predictor(
+            name,
+            runtime,
+            precision,
+            settings.opts,
+            weights,
+            settings.seed,
+            settings.threads,
+            os.path.join(settings.output_dir, "export"),
+        )
     return build_predictor(
         name, precision, settings.device, settings.opts, weights=weights, seed=settings.seed
     )
@@ -186,13 +201,15 @@ def _measure_precision(
     images: Sequence[np.ndarray],
     settings: BenchmarkSettings,
     weights: Optional[str],
+    runtime: str = "pytorch",
 ) -> Dict:
-    label = f"{config_label(name)} {precision}"
-    predictor = _build(name, precision, settings, weights)
+    label = f"{config_label(name)} {precision}" + (f" {runtime}" if runtime != "pytorch" else "")
+    predictor = _build(name, precision, settings, weights, runtime)
     cfg = predictor.cfg
     row = {
         "config": config_label(name),
         "meta_arch": cfg.MODEL.META_ARCHITECTURE,
+        "runtime": runtime,
         "precision": precision,
         "threads": settings.threads,
         "batch_size": settings.batch_size,
@@ -202,7 +219,7 @@ def _measure_precision(
         "weights": os.path.basename(weights) if weights else "random (seeded)",
     }
     row.update(time_end_to_end(predictor, images, settings, label))
-    if settings.stages and is_yolact(cfg):
+    if settings.stages and is_yolact(cfg) and runtime == "pytorch":
         row.update(profile_stages(predictor, images, settings.batch_size))
         row["postprocess_pct"] = 100 * row["postprocess_ms"] / row["median_ms"]
         if settings.synthetic_objects is not None:
@@ -226,21 +243,33 @@ def benchmark_config(
     weights: Optional[str] = None,
 ) -> List[Dict]:
     """
-    All measurements of one config in each precision, one predictor alive at a time (so that
-    each peak-memory figure is its own). Precisions that do not apply to the model (e.g.
-    "fast" for Mask R-CNN) are skipped.
+    All measurements of one config in each precision and runtime, one predictor alive at a time
+    (so that each peak-memory figure is its own). Precisions that do not apply to the model
+    (e.g. "fast" for Mask R-CNN) are skipped; the exported-model runtimes apply to YOLACT on
+    CPU at batch size 1 (the graph takes one image).
 
     Returns:
-        list[dict]: one row per precision.
+        list[dict]: one row per (runtime, precision).
     """
+    cfg = load_config(name, settings.opts, settings.device)
+    supported = supported_precisions(cfg)
+    jobs = []
+    if "pytorch" in settings.runtimes:
+        jobs += [("pytorch", p) for p in precisions]
+    for runtime in settings.runtimes:
+        if runtime == "pytorch":
+            continue
+        if not is_yolact(cfg) or settings.device != "cpu" or settings.batch_size != 1:
+            logger.info(f"[{config_label(name)}] {runtime}: YOLACT on CPU, batch 1 only; skipped")
+            continue
+        jobs += [(runtime, p) for p in runtime_precisions(runtime, precisions)]
     rows = []
     statistics = None
-    supported = supported_precisions(load_config(name, settings.opts, settings.device))
-    for precision in precisions:
+    for runtime, precision in jobs:
         if precision not in supported:
             logger.info(f"[{config_label(name)}] {precision} does not apply; skipped")
             continue
-        row = _measure_precision(name, precision, images, settings, weights)
+        row = _measure_precision(name, precision, images, settings, weights, runtime)
         gc.collect()
         if statistics is None:
             predictor = _build(name, "fp32", settings, weights)
@@ -253,13 +282,16 @@ def benchmark_config(
 
 
 def _add_mask_agreement(name, rows, images, settings, weights) -> None:
-    """Mask IoU of every non-fp32 row against fp32 on the first ``iou_images`` images."""
-    others = [r for r in rows if r["precision"] != "fp32"]
+    """
+    Mask IoU of every row but PyTorch fp32 against PyTorch fp32 on the first ``iou_images``
+    images.
+    """
+    others = [r for r in rows if (r["runtime"], r["precision"]) != ("pytorch", "fp32")]
     if not others or not images:
         return
     reference = _build(name, "fp32", settings, weights)
     for row in others:
-        predictor = _build(name, row["precision"], settings, weights)
+        predictor = _build(name, row["precision"], settings, weights, row["runtime"])
         row.update(mask_agreement(reference, predictor, images))
         row["iou_images"] = len(images)
         del predictor
@@ -268,14 +300,16 @@ def _add_mask_agreement(name, rows, images, settings, weights) -> None:
 
 def add_relative_speed(rows: List[Dict], baseline: Optional[str]) -> None:
     """
-    Adds "speedup_vs_fp32" (same config, threads and batch size) and, if ``baseline`` names a
-    config label, "speedup_vs_baseline" (same precision, threads and batch size; for YOLACT's
-    "fast" path the baseline's fp32 row).
+    Adds "speedup_vs_fp32" (against PyTorch fp32 of the same config, threads and batch size)
+    and, if ``baseline`` names a config label, "speedup_vs_baseline" (its PyTorch row of the
+    same precision, threads and batch size; its fp32 row where it has no such precision, e.g.
+    for YOLACT's "fast" path).
     """
 
-    def key(row, config=None, precision=None):
+    def key(row, config=None, precision=None, runtime=None):
         return (
             config or row["config"],
+            runtime or row.get("runtime", "pytorch"),
             precision or row["precision"],
             row["threads"],
             row["batch_size"],
@@ -283,11 +317,12 @@ def add_relative_speed(rows: List[Dict], baseline: Optional[str]) -> None:
 
     median = {key(r): r["median_ms"] for r in rows}
     for row in rows:
-        row["speedup_vs_fp32"] = _ratio(median.get(key(row, precision="fp32")), row["median_ms"])
+        fp32 = median.get(key(row, precision="fp32", runtime="pytorch"))
+        row["speedup_vs_fp32"] = _ratio(fp32, row["median_ms"])
         if baseline:
-            reference = median.get(key(row, config=baseline))
+            reference = median.get(key(row, config=baseline, runtime="pytorch"))
             if reference is None:
-                reference = median.get(key(row, config=baseline, precision="fp32"))
+                reference = median.get(key(row, config=baseline, precision="fp32", runtime="pytorch"))
             row["speedup_vs_baseline"] = _ratio(reference, row["median_ms"])
 
 

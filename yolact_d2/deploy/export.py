@@ -27,6 +27,7 @@ __all__ = [
     "export_model",
     "export_program",
     "export_onnx",
+    "program_to_onnx",
     "export_pt2",
     "uses_deformable_conv",
 ]
@@ -170,20 +171,8 @@ def export_onnx(
             f"opset {opset} is too low for this model: it needs at least {lowest}"
             + (" (ONNX DeformConv)" if lowest == onnx_ops.MIN_OPSET_DEFORMABLE else "")
         )
-    program = export_program(model, sample_image).run_decompositions(
-        {**torch.export.default_decompositions(), **onnx_ops.DECOMPOSITIONS}
-    )
     outputs = json.loads(metadata["outputs"])
-    onnx_program = torch.onnx.export(
-        program,
-        dynamo=True,
-        opset_version=opset,
-        custom_translation_table=onnx_ops.TRANSLATIONS,
-        input_names=["image"],
-        output_names=outputs,
-        verbose=False,
-    )
-    proto = onnx_program.model_proto
+    proto = program_to_onnx(export_program(model, sample_image), opset, ["image"], outputs)
     proto.doc_string = (
         "YOLACT (yolact_d2): image (H, W, 3) uint8 in the input_format channel order -> "
         + ", ".join(outputs)
@@ -194,6 +183,33 @@ def export_onnx(
     with atomic_open(path) as f:
         f.write(proto.SerializeToString())
     return path
+
+
+def program_to_onnx(program: torch.export.ExportedProgram, opset: int, input_names, output_names):
+    """
+    An exported program as an ONNX ``ModelProto`` of standard operators: Fast NMS decomposed
+    and the remaining gaps translated by :mod:`yolact_d2.deploy.onnx_ops`.
+
+    Args:
+        program (ExportedProgram): from ``torch.export``.
+        opset (int): the ONNX opset.
+        input_names, output_names (list[str]): names of the graph's inputs and outputs.
+    """
+    from . import onnx_ops
+
+    program = program.run_decompositions(
+        {**torch.export.default_decompositions(), **onnx_ops.DECOMPOSITIONS}
+    )
+    onnx_program = torch.onnx.export(
+        program,
+        dynamo=True,
+        opset_version=opset,
+        custom_translation_table=onnx_ops.TRANSLATIONS,
+        input_names=list(input_names),
+        output_names=list(output_names),
+        verbose=False,
+    )
+    return onnx_program.model_proto
 
 
 def export_pt2(

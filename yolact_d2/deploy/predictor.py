@@ -13,7 +13,7 @@ from detectron2.structures import Instances
 
 from yolact_d2.modeling.postprocessing import instances_from_detections
 
-__all__ = ["RUNTIMES", "ExportedPredictor", "read_metadata"]
+__all__ = ["RUNTIMES", "ExportedModel", "ExportedPredictor", "read_metadata"]
 
 RUNTIMES = ("onnxruntime", "openvino", "pytorch")
 
@@ -139,7 +139,7 @@ class ExportedPredictor:
         """
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
-        self.path, self.runtime = path, runtime
+        self.path, self.runtime, self.precision = path, runtime, precision
         self.metadata = read_metadata(path)
         is_pt2 = path.endswith(".pt2")
         if is_pt2 != (runtime == "pytorch"):
@@ -183,7 +183,50 @@ class ExportedPredictor:
             dict: {"instances": Instances} at the image's size.
         """
         image = original_image[:, :, ::-1] if self.input_format == "RGB" else original_image
+        return {"instances": self.instances(image)}
+
+    def instances(self, image: np.ndarray) -> Instances:
+        """
+        Args:
+            image (ndarray): (H, W, 3) uint8 in ``input_format`` order.
+
+        Returns:
+            Instances: at (H, W), masks pasted.
+        """
         outputs = self.run(image)
         detections = {name: torch.from_numpy(np.asarray(v)) for name, v in outputs.items()}
-        size = tuple(original_image.shape[:2])
-        return {"instances": instances_from_detections(detections, size, self.mask_threshold)}
+        size = tuple(image.shape[:2])
+        return instances_from_detections(detections, size, self.mask_threshold)
+
+    def as_model(self) -> "ExportedModel":
+        """The exported model as a Detectron2 model for evaluation (see :class:`ExportedModel`)."""
+        return ExportedModel(self)
+
+
+class ExportedModel:
+    """
+    An :class:`ExportedPredictor` called like a Detectron2 model in inference: on a list of
+    dicts with "image" ((3, H, W) in the graph's input format, as Detectron2's test loader
+    gives it with ``INPUT.MIN_SIZE_TEST`` 0) and optional "height"/"width", it returns a list
+    of {"instances": Instances} at ("height", "width"). So ``inference_on_dataset`` and the
+    COCO evaluator run on an exported model unchanged.
+    """
+
+    def __init__(self, predictor: ExportedPredictor):
+        self.predictor = predictor
+
+    def __call__(self, batched_inputs: List[Dict]) -> List[Dict[str, Instances]]:
+        results = []
+        for x in batched_inputs:
+            image = x["image"]
+            image = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+            image = image.transpose(1, 2, 0).round().clip(0, 255).astype(np.uint8)
+            size = (x.get("height", image.shape[0]), x.get("width", image.shape[1]))
+            if tuple(size) != image.shape[:2]:
+                raise ValueError(
+                    f"the exported graph resizes the image itself: feed it at its original size "
+                    f"(got {image.shape[:2]} for an image of {tuple(size)}; set "
+                    "INPUT.MIN_SIZE_TEST 0)"
+                )
+            results.append({"instances": self.predictor.instances(image)})
+        return results
