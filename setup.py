@@ -25,5 +25,15 @@ setup(
     # blank line after a module docstring, for one), and under pytest 9.0.3 (which a venv that
     # shares the system's packages, the "keep your Detectron2" set-up, picked up) 15 log
     # assertions saw nothing after Detectron2's setup_logger had run; under 9.2.0 they pass.
-    extras_require={"dev": ["pytest==9.2.0", "black==26.10.1", "isort==9.0.2", "flake8==7.5.0"]},
+    # Deployment (yolact_d2.deploy, tools/export_model.py, tools/onnx_inference.py): versions
+    # that resolve together with numpy<2 (Detectron2's pin) (checked from a fresh Python 3.11 venv).
+    extras_require={
+        "dev": ["pytest==9.2.0", "black==26.10.1", "isort==9.0.2", "flake8==7.5.0"],
+        "deploy": [
+            "onnx==1.23.2",
+            "onnxscript==0.7.2",
+            "onnxruntime==1.32.0",
+            "openvino==2026.4.1",
+        ],
+    },
 )

@@ -113,7 +113,7 @@ def test_benchmark_tool_end_to_end(tmp_path, two_images):
     assert 0 <= float(table[1]["mask_iou_vs_fp32"]) <= 1
     assert float(mask_rcnn["speedup_vs_baseline"]) == pytest.approx(1.0)
     markdown = (out / "results.md").read_text()
-    assert "| config | precision |" in markdown and "| backbone+FPN |" in markdown
+    assert "| config | runtime | precision |" in markdown and "| backbone+FPN |" in markdown
 
 
 def test_stage_breakdown_times_the_predictors_own_inference(two_images):
@@ -312,3 +312,38 @@ def test_full_workload_preset_gives_mask_rcnn_a_trained_models_detection_count(t
     plain = build_predictor(MASK_RCNN, opts=small)(two_images[0])["instances"]
     full = build_predictor(spec, opts=small)(two_images[0])["instances"]
     assert len(plain) < 100 and len(full) == 100
+
+
+def test_benchmark_tool_runtime_rows(tmp_path, two_images):
+    """The exported model on onnxruntime and OpenVINO as rows beside PyTorch's, with AP."""
+    tool = _load_tool("benchmark")
+    opts = ["MODEL.YOLACT.INPUT_SIZE", "192"]
+    weights = tmp_path / "random_yolact.pth"
+    predictor = build_predictor("yolact_R_50_FPN_550.yaml", opts=opts)
+    torch.save({"model": predictor.model.state_dict()}, weights)
+    args = tool.get_parser().parse_args(
+        ["--configs", "yolact_R_50_FPN_550.yaml", "--num-images", "2", "--warmup", "1",
+         "--precision", "fp32", "bf16", "--runtime", "pytorch", "onnxruntime", "openvino",
+         "--threads", "1", "--iou-images", "2", "--no-stages", "--no-flops",
+         "--eval-weights", str(weights), "--eval-images", "2",
+         "--output", str(tmp_path / "out"), "--", *opts]
+    )  # fmt: skip
+    rows = tool.main(args)
+    assert [(r["runtime"], r["precision"]) for r in rows] == [
+        ("pytorch", "fp32"),
+        ("pytorch", "bf16"),
+        ("onnxruntime", "fp32"),
+        ("openvino", "fp32"),
+        ("openvino", "bf16"),
+    ]
+    fp32 = rows[0]
+    for row in rows[2:]:
+        assert row["speedup_vs_fp32"] == pytest.approx(fp32["median_ms"] / row["median_ms"])
+        assert 0 < row["matched_vs_fp32"] <= 1 and 0 <= row["mask_iou_vs_fp32"] <= 1
+        assert row["detections_per_image"] == pytest.approx(fp32["detections_per_image"], abs=3)
+        assert not math.isnan(row["mask_ap"])
+    # The exported fp32 model finds what PyTorch finds (random weights: the same images).
+    assert rows[2]["matched_vs_fp32"] > 0.95 and rows[2]["mask_iou_vs_fp32"] > 0.95
+    assert os.path.isfile(tmp_path / "out" / "export" / "yolact_R_50_FPN_550" / "model.onnx")
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert "| config | runtime | precision |" in markdown and "| onnxruntime |" in markdown

@@ -16,11 +16,11 @@ the number of a COCO-style file name (000000000139.jpg -> 139), else the image's
 import argparse
 import glob
 import json
+import numpy as np
 import os
 import sys
 
 import cv2
-import numpy as np
 import onnxruntime
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")

@@ -20,7 +20,6 @@ from yolact_d2.utils.stages import POSTPROCESS_STAGES, STAGES
 from .accuracy import evaluate_ap
 from .analysis import count_gflops, count_parameters
 from .mask_iou import MaskAgreement
-from .runtimes import RUNTIMES, build_runtime_predictor, runtime_precisions
 from .predictor import (
     BenchmarkPredictor,
     build_predictor,
@@ -30,6 +29,7 @@ from .predictor import (
     load_config,
     supported_precisions,
 )
+from .runtimes import RUNTIMES, build_runtime_predictor, runtime_precisions
 from .stage_breakdown import synthetic_postprocess, timed_stages
 from .timing import PeakMemory, latency_stats, synchronize
 
@@ -322,7 +322,9 @@ def add_relative_speed(rows: List[Dict], baseline: Optional[str]) -> None:
         if baseline:
             reference = median.get(key(row, config=baseline, runtime="pytorch"))
             if reference is None:
-                reference = median.get(key(row, config=baseline, precision="fp32", runtime="pytorch"))
+                reference = median.get(
+                    key(row, config=baseline, precision="fp32", runtime="pytorch")
+                )
             row["speedup_vs_baseline"] = _ratio(reference, row["median_ms"])
 
 

@@ -7,10 +7,9 @@ The exported model on other runtimes as benchmark rows: a YOLACT config exported
 
 import contextlib
 import logging
+import numpy as np
 import os
 from typing import Dict, Optional, Sequence, Tuple
-
-import numpy as np
 
 from detectron2.config import CfgNode
 

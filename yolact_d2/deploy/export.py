@@ -6,9 +6,9 @@ Exporting a YOLACT - the whole pipeline of :class:`YolactInferenceGraph` - as an
 
 import json
 import logging
+import numpy as np
 from typing import Dict, Optional
 
-import numpy as np
 import torch
 
 from detectron2.data import MetadataCatalog

@@ -3,10 +3,10 @@
 Detectron2's ``DefaultPredictor``."""
 
 import json
+import numpy as np
 import os
 from typing import Dict, List, Optional
 
-import numpy as np
 import torch
 
 from detectron2.structures import Instances

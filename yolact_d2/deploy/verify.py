@@ -1,9 +1,9 @@
 # Copyright (c) yolact_d2 contributors.
 """Parity of an exported model with the PyTorch model it came from."""
 
+import numpy as np
 from typing import Iterable
 
-import numpy as np
 import torch
 
 from yolact_d2.benchmark.mask_iou import MaskAgreement

@@ -2,8 +2,8 @@
 """YOLACT++'s fast mask re-scoring network."""
 
 import torch
-from torch.fx.experimental.symbolic_shapes import guard_or_false
 from torch import nn
+from torch.fx.experimental.symbolic_shapes import guard_or_false
 
 from .weight_init import xavier_init
 
