@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 # Copyright (c) yolact_d2 contributors.
-"""
+r"""
 Export a YOLACT - network, Fast NMS and mask assembly, all of it - as one ONNX model or
 torch.export program.
 

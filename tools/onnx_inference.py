@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 # Copyright (c) yolact_d2 contributors.
-"""
+r"""
 Run an exported YOLACT (model.onnx from tools/export_model.py) with nothing but numpy, OpenCV and
 onnxruntime: no PyTorch, Detectron2 or yolact_d2 needed. Copy this file next to the model.
 
