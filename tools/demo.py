@@ -1,70 +1,226 @@
 #!/usr/bin/env python
 # Copyright (c) yolact_d2 contributors.
-"""
-Runs a YOLACT config on images through Detectron2's DefaultPredictor and saves drawings.
+r"""
+Run a trained YOLACT on images, a folder, a video or a camera, and draw or save its predictions.
 
-    python tools/demo.py --config-file configs/yolact_R_50_FPN_550.yaml --input a.jpg b.jpg \
-        --output out/ MODEL.WEIGHTS converted.pth
+Examples:
 
-Without --input it uses the astronaut photo shipped with scikit-image.
+    # images, globs and folders (recursively): one drawing per image in output/demo/
+    python tools/demo.py --config-file configs/yolact_R_50_FPN_550.yaml \
+        --input photos/ "more/*.jpg" a.png --output output/demo \
+        --opts MODEL.WEIGHTS yolact_resnet50_d2.pth
+    # detections as COCO results (RLE masks; --polygons adds outer contours and holes)
+    python tools/demo.py --config-file CFG --input photos/ --output-json results.json --opts ...
+    # every image of a registered dataset (its image and category ids, for COCOeval)
+    python tools/demo.py --config-file CFG --dataset coco_2017_val --output-json val.json
+    # a video: drawn into output.mp4 (same size and fps), frame rates printed at the end
+    python tools/demo.py --config-file CFG --video-input in.mp4 --output output.mp4
+    # a camera (device 0, or a video file standing in for one); Esc or the end stops it
+    python tools/demo.py --config-file CFG --webcam 0
+
+Without --output, drawings are shown in a window (when a display exists). The json holds every
+detection the model returns (as evaluation sees them, with the dataset's category ids where its
+metadata maps them); --confidence-threshold only chooses what is drawn. Exit code 1 if some
+images could not be read (they are listed and skipped), 2 for a missing config, weights file,
+input or output directory.
 """
 
 import argparse
+import json
+import logging
 import os
+import sys
 
 import cv2
+import torch
 
 from detectron2.config import get_cfg
-from detectron2.data import MetadataCatalog
-from detectron2.engine import DefaultPredictor
+from detectron2.utils.logger import setup_logger
 
 import yolact_d2
 from yolact_d2.data import setup_datasets
-from yolact_d2.utils import draw_predictions
+from yolact_d2.engine import YolactPredictor
+from yolact_d2.engine.inference_demo import (
+    Demo,
+    DemoInputError,
+    dataset_images,
+    file_images,
+    list_image_files,
+    metadata_of,
+)
+from yolact_d2.utils.file_io import atomic_open
 
 
-def parse_args():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
-    parser.add_argument("--config-file", required=True)
-    parser.add_argument("--input", nargs="*", default=[], help="image files")
-    parser.add_argument("--output", default="output/demo", help="directory for the drawings")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
-    return parser.parse_args()
+def get_parser():
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0].strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="a YOLACT config")
+    source = parser.add_mutually_exclusive_group()
+    source.add_argument("--input", nargs="+", help="image files, globs or folders")
+    source.add_argument("--dataset", help="a registered dataset's images (and its ids)")
+    source.add_argument("--video-input", metavar="FILE", help="a video file")
+    source.add_argument(
+        "--webcam",
+        nargs="?",
+        const="0",
+        metavar="INDEX",
+        help="a camera (device index, default 0; a video file path stands in for one)",
+    )
+    parser.add_argument(
+        "--output",
+        metavar="PATH",
+        help="a folder for image drawings (created), or the video file to write (.mp4)",
+    )
+    parser.add_argument("--output-json", metavar="FILE", help="write detections (COCO results)")
+    parser.add_argument("--polygons", action="store_true", help="add masks as polygons to json")
+    parser.add_argument(
+        "--confidence-threshold",
+        type=float,
+        help="minimum score drawn (default: MODEL.YOLACT.TEST.DISPLAY_SCORE_THRESH)",
+    )
+    parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
+    parser.add_argument(
+        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ..."
+    )
+    return parser
 
 
-def load_images(paths):
-    if not paths:
-        from skimage.data import astronaut
-
-        yield "astronaut.jpg", cv2.cvtColor(astronaut(), cv2.COLOR_RGB2BGR)
-        return
-    for path in paths:
-        image = cv2.imread(path)
-        if image is None:
-            raise SystemExit(f"error: cannot read image {path!r}")
-        yield os.path.basename(path), image
+def _check_parent(path: str, what: str) -> None:
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise DemoInputError(f"{what} {path!r}: directory {parent!r} does not exist")
 
 
-def main():
-    args = parse_args()
+def _check_arguments(args) -> None:
+    if not os.path.isfile(args.config_file):
+        raise DemoInputError(f"config file {args.config_file!r} does not exist")
+    if not (args.input or args.dataset or args.video_input or args.webcam is not None):
+        raise DemoInputError(
+            "nothing to run on: give --input, --dataset, --video-input or --webcam"
+        )
+    if args.video_input and not os.path.isfile(args.video_input):
+        raise DemoInputError(f"video {args.video_input!r} does not exist")
+    if args.batch_size < 1:
+        raise DemoInputError(f"--batch-size must be at least 1, got {args.batch_size}")
+    if args.output:
+        _check_parent(args.output, "--output")
+    if args.output_json:
+        _check_parent(args.output_json, "--output-json")
+    needs_window = not args.output and not args.output_json
+    if needs_window and not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
+        raise DemoInputError("no --output or --output-json given and no display to show results on")
+
+
+def setup_cfg(args):
     cfg = get_cfg()
     yolact_d2.add_yolact_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.merge_from_list(args.opts)
+    weights = cfg.MODEL.WEIGHTS
+    if weights and "://" not in weights and not os.path.isfile(weights):
+        raise DemoInputError(f"MODEL.WEIGHTS {weights!r} does not exist")
+    if args.confidence_threshold is not None:
+        cfg.MODEL.YOLACT.TEST.DISPLAY_SCORE_THRESH = args.confidence_threshold
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"  # as train_net.py: Detectron2's default device needs CUDA
     cfg.freeze()
-    cfg = setup_datasets(cfg)  # DATASETS.REGISTER_COCO (class names) and NUM_CLASSES
-    predictor = DefaultPredictor(cfg)
-    metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else "__unused")
-    os.makedirs(args.output, exist_ok=True)
-    for name, bgr in load_images(args.input):
-        instances = predictor(bgr)["instances"]
-        drawing = draw_predictions(
-            bgr[:, :, ::-1], instances, metadata, cfg.MODEL.YOLACT.TEST.DISPLAY_SCORE_THRESH
+    return setup_datasets(cfg)  # DATASETS.REGISTER_COCO (class names) and NUM_CLASSES
+
+
+def run_images(args, demo: Demo, logger) -> None:
+    if args.dataset:
+        from detectron2.data import DatasetCatalog
+
+        if args.dataset not in DatasetCatalog.list():
+            raise DemoInputError(f"dataset {args.dataset!r} is not registered")
+        images, total = dataset_images(args.dataset), len(DatasetCatalog.get(args.dataset))
+    else:
+        files = list_image_files(args.input)
+        if not files:
+            raise DemoInputError(f"no images found in {args.input}")
+        images, total = file_images(files), len(files)
+    if args.output:
+        os.makedirs(args.output, exist_ok=True)
+    written = 0
+    for image, instances in demo.run_images(images, total):
+        demo.collect(instances, image.image_id, file_name=os.path.basename(image.name))
+        if not args.output and args.output_json:
+            continue
+        drawing = demo.draw(image.bgr, instances)
+        if args.output:
+            stem = os.path.splitext(os.path.basename(image.name))[0]
+            cv2.imwrite(os.path.join(args.output, stem + ".png"), drawing)
+            written += 1
+        else:
+            cv2.imshow("YOLACT", drawing)
+            if cv2.waitKey(0) == 27:
+                break
+    if args.output:
+        logger.info(f"{written} drawings written to {args.output}")
+
+
+def run_video(args, demo: Demo, logger) -> None:
+    source = args.video_input
+    if source is None:
+        source = int(args.webcam) if args.webcam.isdigit() else args.webcam
+    capture = cv2.VideoCapture(source)
+    if not capture.isOpened():
+        raise DemoInputError(f"cannot open {'video' if args.video_input else 'camera'} {source!r}")
+    writer = None
+    if args.output:
+        fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+        size = (
+            int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
+            int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
         )
-        out = os.path.join(args.output, os.path.splitext(name)[0] + ".png")
-        cv2.imwrite(out, drawing[:, :, ::-1])
-        print(f"{name}: {len(instances)} detections -> {out}")
+        writer = cv2.VideoWriter(args.output, cv2.VideoWriter_fourcc(*"mp4v"), fps, size)
+        if not writer.isOpened():
+            raise DemoInputError(f"cannot write video {args.output!r} (use a .mp4 name)")
+    try:
+        stats = demo.run_video(capture, writer, show=not args.output and not args.output_json)
+    finally:
+        capture.release()
+        if writer is not None:
+            writer.release()
+    logger.info(
+        f"{stats.frames} frames: {stats.model_fps:.2f} frames/s model only, "
+        f"{stats.end_to_end_fps:.2f} frames/s end to end (decode + predict + draw + encode)"
+    )
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    logger = setup_logger(name="yolact_d2")
+    logging.getLogger("fvcore").setLevel(logging.WARNING)
+    try:
+        _check_arguments(args)
+        cfg = setup_cfg(args)
+        demo = Demo(
+            predictor=YolactPredictor(cfg),
+            metadata=metadata_of(cfg, args.dataset),
+            confidence_threshold=cfg.MODEL.YOLACT.TEST.DISPLAY_SCORE_THRESH,
+            polygons=args.polygons,
+            batch_size=args.batch_size,
+        )
+        if args.video_input or args.webcam is not None:
+            run_video(args, demo, logger)
+        else:
+            run_images(args, demo, logger)
+    except DemoInputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args.output_json:
+        with atomic_open(args.output_json, "w") as f:
+            json.dump(demo.results, f)
+        logger.info(f"{len(demo.results)} detections written to {args.output_json}")
+    if demo.failed:
+        print(f"{len(demo.failed)} input(s) failed: " + ", ".join(demo.failed), file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

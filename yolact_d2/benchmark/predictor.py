@@ -5,20 +5,18 @@ configs side by side, in fp32, bf16 or the fast CPU path.
 """
 
 import contextlib
-import numpy as np
 import os
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 
 from detectron2 import model_zoo
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode, get_cfg
-from detectron2.engine import DefaultPredictor
 
 from yolact_d2.config import add_yolact_config
 from yolact_d2.data.datasets import setup_datasets
-from yolact_d2.utils.stages import stage
+from yolact_d2.engine.predictor import YolactPredictor
 
 __all__ = [
     "PRECISIONS",
@@ -184,12 +182,12 @@ def _precision_opts(cfg: CfgNode, precision: str) -> List:
     return ["MODEL.YOLACT.FAST_CPU_INFERENCE", True, "MODEL.YOLACT.FAST_CPU_DTYPE", dtype]
 
 
-class BenchmarkPredictor(DefaultPredictor):
+class BenchmarkPredictor(YolactPredictor):
     """
-    :class:`DefaultPredictor` (whose ``__call__`` is timed unchanged) that can also run a batch,
-    and that applies bf16 autocast around the model where its precision asks for it: for
-    Detectron2 models in "bf16", and for any model on CUDA in "bf16" (YOLACT's own fast path is
-    CPU-only).
+    :class:`~yolact_d2.engine.YolactPredictor` (so :class:`DefaultPredictor`, whose
+    ``__call__`` is timed unchanged, and batched calls) that applies bf16 autocast around the
+    model where its precision asks for it: for Detectron2 models in "bf16", and for any model
+    on CUDA in "bf16" (YOLACT's own fast path is CPU-only).
     """
 
     def __init__(self, cfg: CfgNode, precision: str = "fp32"):
@@ -205,35 +203,6 @@ class BenchmarkPredictor(DefaultPredictor):
         if self._external_autocast:
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
-
-    def __call__(self, original_image: np.ndarray) -> Dict:
-        with self.autocast():
-            return super().__call__(original_image)
-
-    def prepare(self, original_image: np.ndarray) -> Dict:
-        """
-        The model input DefaultPredictor builds from a BGR image: channel order of
-        ``INPUT.FORMAT``, test-time resize, (C, H, W) float32 tensor and the original size.
-        """
-        if self.input_format == "RGB":
-            original_image = original_image[:, :, ::-1]
-        height, width = original_image.shape[:2]
-        image = self.aug.get_transform(original_image).apply_image(original_image)
-        image = torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
-        return {"image": image, "height": height, "width": width}
-
-    def predict_batch(self, original_images: Sequence[np.ndarray]) -> List[Dict]:
-        """
-        Args:
-            original_images (list[np.ndarray]): (H, W, 3) BGR images.
-
-        Returns:
-            list[dict]: the model's outputs, one per image.
-        """
-        with torch.no_grad(), self.autocast():
-            with stage("preprocess"):
-                inputs = [self.prepare(image) for image in original_images]
-            return self.model(inputs)
 
 
 def load_weights(model: torch.nn.Module, path: str, yolact: bool) -> None:

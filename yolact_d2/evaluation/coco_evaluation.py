@@ -2,11 +2,46 @@
 """COCO evaluation of YOLACT predictions (YOLACT++ masks ranked by their own scores)."""
 
 import contextlib
+from typing import Dict, List, Optional, Sequence
 
 from detectron2.evaluation import COCOEvaluator
 from detectron2.evaluation.coco_evaluation import instances_to_coco_json
 
-__all__ = ["YolactCOCOEvaluator"]
+from yolact_d2.utils.polygons import mask_to_polygons
+
+__all__ = ["YolactCOCOEvaluator", "instances_to_coco_results"]
+
+
+def instances_to_coco_results(
+    instances, image_id, category_ids: Optional[Sequence[int]] = None, polygons: bool = False
+) -> List[Dict]:
+    """
+    The predictions of one image as COCO results (Detectron2's ``instances_to_coco_json``:
+    "image_id", "category_id", "bbox" XYWH, "score", "segmentation" as compressed RLE), with
+    YOLACT++'s mask scores as "mask_score" (the score of the segmentation).
+
+    Args:
+        instances (Instances): predictions of one image, on CPU.
+        image_id (int): the image's id.
+        category_ids (list[int] or None): the dataset's category id of each contiguous class
+            (None: keep the contiguous ids 0..C-1, as COCOEvaluator expects before mapping).
+        polygons (bool): also write "polygons" (see
+            :func:`~yolact_d2.utils.polygons.mask_to_polygons`).
+
+    Returns:
+        list[dict]: one result per detection.
+    """
+    results = instances_to_coco_json(instances, image_id)
+    if instances.has("mask_scores"):
+        for result, mask_score in zip(results, instances.mask_scores.tolist()):
+            result["mask_score"] = mask_score
+    if category_ids is not None:
+        for result in results:
+            result["category_id"] = int(category_ids[result["category_id"]])
+    if polygons and instances.has("pred_masks"):
+        for result, mask in zip(results, instances.pred_masks.numpy()):
+            result["polygons"] = mask_to_polygons(mask)
+    return results
 
 
 class YolactCOCOEvaluator(COCOEvaluator):
@@ -21,10 +56,7 @@ class YolactCOCOEvaluator(COCOEvaluator):
     def process(self, inputs, outputs):
         for input, output in zip(inputs, outputs):
             instances = output["instances"].to(self._cpu_device)
-            results = instances_to_coco_json(instances, input["image_id"])
-            if instances.has("mask_scores"):
-                for result, mask_score in zip(results, instances.mask_scores.tolist()):
-                    result["mask_score"] = mask_score
+            results = instances_to_coco_results(instances, input["image_id"])
             self._predictions.append({"image_id": input["image_id"], "instances": results})
 
     def _eval_predictions(self, predictions, img_ids=None):

@@ -1,0 +1,88 @@
+#!/usr/bin/env python
+# Copyright (c) yolact_d2 contributors.
+r"""
+Show what a YOLACT's masks are made of (the paper's Figure 5): the k prototypes of an image as a
+grid of heat maps and, for its best N detections, the assembled mask sigmoid(P c) beside the
+coefficients c that made it.
+
+    python tools/visualize_prototypes.py --config-file configs/demo/yolact_R_18_synthetic.yaml \
+        --input image.png --output prototypes.png --top-k 4 \
+        --opts MODEL.WEIGHTS output/demo_synthetic/model_final.pth
+
+From Python: yolact_d2.utils.prototypes.prototype_view(model, bgr_image, top_k) returns the
+arrays, render_prototype_view(...) the picture.
+"""
+
+import argparse
+import os
+import sys
+
+import cv2
+import torch
+
+from detectron2.config import get_cfg
+from detectron2.modeling import build_model
+
+import yolact_d2
+from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
+from yolact_d2.data import setup_datasets
+from yolact_d2.engine.inference_demo import metadata_of
+from yolact_d2.utils.prototypes import prototype_view, render_prototype_view
+
+
+def get_parser():
+    parser = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0].strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n\n", 1)[1],
+    )
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="a YOLACT config")
+    parser.add_argument("--input", required=True, metavar="IMG", help="an image")
+    parser.add_argument("--output", required=True, metavar="OUT.png", help="the picture to write")
+    parser.add_argument("--top-k", type=int, default=4, help="detections shown (default 4)")
+    parser.add_argument(
+        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ..."
+    )
+    return parser
+
+
+def fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def main(argv=None) -> int:
+    args = get_parser().parse_args(argv)
+    if not os.path.isfile(args.config_file):
+        return fail(f"config file {args.config_file!r} does not exist")
+    if not os.path.isfile(args.input):
+        return fail(f"input {args.input!r} does not exist")
+    if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
+        return fail(f"--output {args.output!r}: its directory does not exist")
+    cfg = get_cfg()
+    yolact_d2.add_yolact_config(cfg)
+    cfg.merge_from_file(args.config_file)
+    cfg.merge_from_list(args.opts)
+    weights = cfg.MODEL.WEIGHTS
+    if weights and "://" not in weights and not os.path.isfile(weights):
+        return fail(f"MODEL.WEIGHTS {weights!r} does not exist")
+    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    cfg = setup_datasets(cfg)
+    bgr = cv2.imread(args.input, cv2.IMREAD_COLOR)
+    if bgr is None:
+        return fail(f"cannot read image {args.input!r}")
+    model = build_model(cfg).eval()
+    YolactCheckpointer(model).load(weights)
+    view = prototype_view(model, bgr, args.top_k)
+    names = metadata_of(cfg).get("thing_classes", [])
+    picture = render_prototype_view(view, bgr, names)
+    cv2.imwrite(args.output, picture[:, :, ::-1])
+    print(
+        f"{len(view['prototypes'])} prototypes, {len(view['scores'])} detections -> {args.output}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
