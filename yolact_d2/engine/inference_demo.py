@@ -7,6 +7,7 @@ videos and cameras, drawn with Detectron2's ``Visualizer`` and written as COCO r
 import glob
 import numpy as np
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
@@ -175,7 +176,7 @@ class Demo:
         for image in images:
             if image.bgr is None:
                 self.failed.append(image.name)
-                tqdm.tqdm.write(f"{image.name}: cannot read this image, skipped")
+                tqdm.tqdm.write(f"{image.name}: cannot read this image, skipped", file=sys.stderr)
                 bar.update(1)
                 continue
             batch.append(image)
