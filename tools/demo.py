@@ -32,14 +32,12 @@ import os
 import sys
 
 import cv2
-import torch
 
-from detectron2.config import get_cfg
 from detectron2.utils.logger import setup_logger
 
-import yolact_d2
 from yolact_d2.data import setup_datasets
 from yolact_d2.engine import YolactPredictor
+from yolact_d2.engine.cli import load_tool_config, tool_parser
 from yolact_d2.engine.inference_demo import (
     Demo,
     DemoInputError,
@@ -52,12 +50,7 @@ from yolact_d2.utils.file_io import atomic_open
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0].strip(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="a YOLACT config")
+    parser = tool_parser(__doc__)
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--input", nargs="+", help="image files, globs or folders")
     source.add_argument("--dataset", help="a registered dataset's images (and its ids)")
@@ -95,8 +88,6 @@ def _check_parent(path: str, what: str) -> None:
 
 
 def _check_arguments(args) -> None:
-    if not os.path.isfile(args.config_file):
-        raise DemoInputError(f"config file {args.config_file!r} does not exist")
     if not (args.input or args.dataset or args.video_input or args.webcam is not None):
         raise DemoInputError(
             "nothing to run on: give --input, --dataset, --video-input or --webcam"
@@ -115,17 +106,9 @@ def _check_arguments(args) -> None:
 
 
 def setup_cfg(args):
-    cfg = get_cfg()
-    yolact_d2.add_yolact_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    weights = cfg.MODEL.WEIGHTS
-    if weights and "://" not in weights and not os.path.isfile(weights):
-        raise DemoInputError(f"MODEL.WEIGHTS {weights!r} does not exist")
+    cfg = load_tool_config(args.config_file, args.opts)
     if args.confidence_threshold is not None:
         cfg.MODEL.YOLACT.TEST.DISPLAY_SCORE_THRESH = args.confidence_threshold
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"  # as train_net.py: Detectron2's default device needs CUDA
     cfg.freeze()
     return setup_datasets(cfg)  # DATASETS.REGISTER_COCO (class names) and NUM_CLASSES
 
@@ -196,8 +179,8 @@ def main(argv=None) -> int:
     logger = setup_logger(name="yolact_d2")
     logging.getLogger("fvcore").setLevel(logging.WARNING)
     try:
-        _check_arguments(args)
         cfg = setup_cfg(args)
+        _check_arguments(args)
         demo = Demo(
             predictor=YolactPredictor(cfg),
             metadata=metadata_of(cfg, args.dataset),

@@ -23,22 +23,16 @@ import sys
 
 import cv2
 
-from detectron2.config import get_cfg
 from detectron2.utils.logger import setup_logger
 
-import yolact_d2
 from yolact_d2.data import setup_datasets
 from yolact_d2.deploy import FORMATS, build_export_model, export_model
 from yolact_d2.deploy.verify import compare_with_pytorch
+from yolact_d2.engine.cli import ToolInputError, load_tool_config, tool_parser
 
 
 def parse_args(argv=None):
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0].strip(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="a YOLACT config")
+    parser = tool_parser(__doc__)
     parser.add_argument("--format", choices=sorted(FORMATS), default="onnx")
     parser.add_argument("--output", required=True, metavar="DIR", help="directory to write to")
     parser.add_argument(
@@ -71,17 +65,12 @@ def sample_image_bgr(path):
 
 def main(argv=None):
     args = parse_args(argv)
-    if not os.path.isfile(args.config_file):
-        fail(f"config file {args.config_file!r} does not exist")
+    try:
+        cfg = load_tool_config(args.config_file, args.opts, cpu_fallback=False)
+    except ToolInputError as e:
+        fail(str(e))
     setup_logger(name="yolact_d2")
     logger = logging.getLogger("yolact_d2")
-    cfg = get_cfg()
-    yolact_d2.add_yolact_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    weights = cfg.MODEL.WEIGHTS
-    if weights and "://" not in weights and not os.path.isfile(weights):
-        fail(f"MODEL.WEIGHTS {weights!r} does not exist")
     cfg = setup_datasets(cfg)
     bgr = sample_image_bgr(args.sample_image)
     image = bgr[:, :, ::-1].copy() if cfg.INPUT.FORMAT == "RGB" else bgr

@@ -18,25 +18,18 @@ import os
 import sys
 
 import cv2
-import torch
 
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-import yolact_d2
 from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
 from yolact_d2.data import setup_datasets
+from yolact_d2.engine.cli import ToolInputError, load_tool_config, tool_parser
 from yolact_d2.engine.inference_demo import metadata_of
 from yolact_d2.utils.prototypes import prototype_view, render_prototype_view
 
 
 def get_parser():
-    parser = argparse.ArgumentParser(
-        description=__doc__.split("\n\n")[0].strip(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=__doc__.split("\n\n", 1)[1],
-    )
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="a YOLACT config")
+    parser = tool_parser(__doc__)
     parser.add_argument("--input", required=True, metavar="IMG", help="an image")
     parser.add_argument("--output", required=True, metavar="OUT.png", help="the picture to write")
     parser.add_argument("--top-k", type=int, default=4, help="detections shown (default 4)")
@@ -53,27 +46,20 @@ def fail(message: str) -> int:
 
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
-    if not os.path.isfile(args.config_file):
-        return fail(f"config file {args.config_file!r} does not exist")
+    try:
+        cfg = load_tool_config(args.config_file, args.opts)
+    except ToolInputError as e:
+        return fail(str(e))
     if not os.path.isfile(args.input):
         return fail(f"input {args.input!r} does not exist")
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
         return fail(f"--output {args.output!r}: its directory does not exist")
-    cfg = get_cfg()
-    yolact_d2.add_yolact_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    weights = cfg.MODEL.WEIGHTS
-    if weights and "://" not in weights and not os.path.isfile(weights):
-        return fail(f"MODEL.WEIGHTS {weights!r} does not exist")
-    if cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        cfg.MODEL.DEVICE = "cpu"
     cfg = setup_datasets(cfg)
     bgr = cv2.imread(args.input, cv2.IMREAD_COLOR)
     if bgr is None:
         return fail(f"cannot read image {args.input!r}")
     model = build_model(cfg).eval()
-    YolactCheckpointer(model).load(weights)
+    YolactCheckpointer(model).load(cfg.MODEL.WEIGHTS)
     view = prototype_view(model, bgr, args.top_k)
     names = metadata_of(cfg).get("thing_classes", [])
     picture = render_prototype_view(view, bgr, names)

@@ -20,6 +20,8 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from yolact_d2.evaluation import instances_to_coco_results
 from yolact_d2.utils.visualization import draw_predictions
 
+from .cli import ToolInputError
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "DemoInputError",
@@ -36,8 +38,8 @@ __all__ = [
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class DemoInputError(ValueError):
-    """An input, config, weights file or output location that does not exist or cannot work."""
+# An input, config, weights file or output location that does not exist or cannot work.
+DemoInputError = ToolInputError
 
 
 def list_image_files(inputs: Sequence[str]) -> List[str]:

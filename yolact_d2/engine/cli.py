@@ -1,0 +1,56 @@
+# Copyright (c) yolact_d2 contributors.
+"""What the command-line tools share: reading a config and checking the files it names."""
+
+import argparse
+import os
+
+import torch
+
+from detectron2.config import get_cfg
+
+__all__ = ["ToolInputError", "load_tool_config", "tool_parser"]
+
+
+class ToolInputError(ValueError):
+    """A config, weights file, input or output location that does not exist or cannot work;
+    the tools print it as one ``error:`` line and exit with code 2."""
+
+
+def load_tool_config(config_file: str, opts=(), cpu_fallback: bool = True):
+    """
+    The config of a tool: Detectron2's defaults, the YOLACT keys, ``config_file``, then ``opts``
+    (KEY VALUE ...). A missing config file or a local ``MODEL.WEIGHTS`` file that does not exist
+    is a :class:`ToolInputError`; with ``cpu_fallback`` a CUDA device on a machine without CUDA
+    becomes "cpu", as in ``train_net.py``.
+
+    Returns:
+        CfgNode: not frozen.
+    """
+    from yolact_d2.config import add_yolact_config
+
+    if not os.path.isfile(config_file):
+        raise ToolInputError(f"config file {config_file!r} does not exist")
+    cfg = get_cfg()
+    add_yolact_config(cfg)
+    cfg.merge_from_file(config_file)
+    cfg.merge_from_list(list(opts))
+    weights = cfg.MODEL.WEIGHTS
+    if weights and "://" not in weights and not os.path.isfile(weights):
+        raise ToolInputError(f"MODEL.WEIGHTS {weights!r} does not exist")
+    if cpu_fallback and cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        cfg.MODEL.DEVICE = "cpu"
+    return cfg
+
+
+def tool_parser(doc: str) -> argparse.ArgumentParser:
+    """
+    A tool's parser: its docstring's first paragraph as the description, the rest (examples)
+    as the epilog, and the ``--config-file`` every tool takes.
+    """
+    parser = argparse.ArgumentParser(
+        description=doc.split("\n\n")[0].strip(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=doc.split("\n\n", 1)[1] if "\n\n" in doc else None,
+    )
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="a YOLACT config")
+    return parser
