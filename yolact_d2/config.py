@@ -190,6 +190,10 @@ def _add_solver_config(cfg):
     # iterations, each value the median over the iterations since the last write (Detectron2's
     # default writers and period are 20). 1 logs every iteration as it is.
     _C.SOLVER.LOG_PERIOD = 20
+    # A step whose total loss is not finite is skipped (the reference's behaviour: no optimizer
+    # step, BatchNorm statistics restored). After this many consecutive skipped steps training
+    # stops with an error naming the non-finite loss terms and the iteration; 0: never stops.
+    _C.SOLVER.MAX_NONFINITE_STEPS = 20
     # The reference's BatchNorm rule: BatchNorm is frozen (running statistics used and kept,
     # affine parameters not trained) when one BatchNorm layer normalises fewer than this many
     # images per iteration: SOLVER.IMS_PER_BATCH / processes for plain BN, all of

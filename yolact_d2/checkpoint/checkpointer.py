@@ -22,7 +22,7 @@ from yolact_d2.modeling.mask_branch import upgrade_legacy_keys
 from yolact_d2.modeling.maskiou import MaskIoUNet
 from yolact_d2.utils.file_io import atomic_open
 
-__all__ = ["CLASS_DEPENDENT_LAYERS", "YolactCheckpointer"]
+__all__ = ["CLASS_DEPENDENT_LAYERS", "YolactCheckpointer", "non_finite_entries"]
 
 logger = logging.getLogger(__name__)
 
@@ -167,12 +167,18 @@ class YolactCheckpointer(DetectionCheckpointer):
         """
         if not self.save_dir or not self.save_to_disk:
             return
-        if urlparse(self.save_dir).scheme:  # not a local directory: no atomic rename
-            super().save(name, **kwargs)
-            return
         data = {"model": self.model.state_dict()}
         data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
         data.update(kwargs)
+        bad = non_finite_entries(data)
+        if bad:
+            raise FloatingPointError(
+                f"not saving checkpoint {name!r}: {len(bad)} tensor(s) hold NaN or Inf "
+                f"({', '.join(bad[:5])}{', ...' if len(bad) > 5 else ''})"
+            )
+        if urlparse(self.save_dir).scheme:  # not a local directory: no atomic rename
+            super().save(name, **kwargs)
+            return
         basename = f"{name}.pth"
         save_file = os.path.join(self.save_dir, basename)
         self.logger.info(f"Saving checkpoint to {save_file}")
@@ -186,6 +192,27 @@ class YolactCheckpointer(DetectionCheckpointer):
             return
         with atomic_open(os.path.join(self.save_dir, "last_checkpoint"), "w") as f:
             f.write(last_filename_basename)
+
+
+def non_finite_entries(obj, prefix: str = "") -> List[str]:
+    """
+    The paths (e.g. "model/head.cls_score.weight", "optimizer/state/3/momentum_buffer") of the
+    floating-point tensors in a nested checkpoint structure that hold NaN or Inf.
+    """
+    if isinstance(obj, torch.Tensor):
+        if obj.is_floating_point() or obj.is_complex():
+            return [] if bool(torch.isfinite(obj).all()) else [prefix or "<tensor>"]
+        return []
+    if isinstance(obj, Mapping):
+        items = obj.items()
+    elif isinstance(obj, (list, tuple)):
+        items = enumerate(obj)
+    else:
+        return []
+    found = []
+    for key, value in items:
+        found += non_finite_entries(value, f"{prefix}/{key}" if prefix else str(key))
+    return found
 
 
 def _is_state_dict(obj) -> bool:

@@ -7,6 +7,7 @@ reference's batch-size autoscaling.
 
 import contextlib
 import logging
+import math
 import os
 import time
 import weakref
@@ -174,7 +175,10 @@ class YolactSimpleTrainer(SimpleTrainer):
 
     * the optimizer step is skipped (with a warning, and the count put in the event storage as
       ``skipped_steps``) when the total loss is not finite on any rank, as the reference does;
-      gradients are still computed so that all DDP ranks take part in the all-reduce;
+      gradients are still computed so that all DDP ranks take part in the all-reduce, and the
+      BatchNorm running statistics the failed forward changed are restored, so that a skipped
+      step leaves the model exactly as it was; after ``max_nonfinite_steps`` consecutive
+      skipped steps a :class:`FloatingPointError` stops training;
     * with ``bf16_cpu`` the forward runs under ``torch.autocast("cpu", dtype=torch.bfloat16)``;
     * with ``max_grad_norm`` the gradients of all parameters together are rescaled to at most
       that total L2 norm before the step (Detectron2's own clipping is per parameter); the norm
@@ -197,17 +201,28 @@ class YolactSimpleTrainer(SimpleTrainer):
         *,
         bf16_cpu: bool = False,
         max_grad_norm: Optional[float] = None,
+        max_nonfinite_steps: int = 0,
     ):
         """
         Args:
             model, data_loader, optimizer: as in :class:`SimpleTrainer`.
             bf16_cpu (bool): run the forward under CPU bf16 autocast.
             max_grad_norm (float or None): clip the total gradient norm of the model to this.
+            max_nonfinite_steps (int): ``SOLVER.MAX_NONFINITE_STEPS`` (0: never stop).
         """
         super().__init__(model, data_loader, optimizer)
         self.bf16_cpu = bf16_cpu
         self.max_grad_norm = max_grad_norm
+        self.max_nonfinite_steps = max_nonfinite_steps
         self.num_skipped_steps = 0
+        self.consecutive_skipped_steps = 0
+        self._norm_buffers = [
+            buffer
+            for module in model.modules()
+            if isinstance(module, torch.nn.modules.batchnorm._NormBase)
+            for buffer in (module.running_mean, module.running_var, module.num_batches_tracked)
+            if buffer is not None
+        ]
 
     def autocast(self):
         """The context the forward runs in."""
@@ -240,14 +255,19 @@ class YolactSimpleTrainer(SimpleTrainer):
         data_time = time.perf_counter() - start
 
         self.optimizer.zero_grad()
+        norm_state = [buffer.clone() for buffer in self._norm_buffers]
         with self.autocast():
             loss_dict = self.model(data)
         losses = sum(loss_dict.values())
         self.backward(losses)
         self.after_backward()
         if not self._finite_on_all_ranks(losses):
+            with torch.no_grad():
+                for buffer, saved in zip(self._norm_buffers, norm_state):
+                    buffer.copy_(saved)
             self._skip_step(loss_dict)
             return
+        self.consecutive_skipped_steps = 0
         self._write_metrics(loss_dict, data_time)
         self.clip_gradients()
         self.optimizer_step()
@@ -261,12 +281,22 @@ class YolactSimpleTrainer(SimpleTrainer):
 
     def _skip_step(self, loss_dict) -> None:
         self.num_skipped_steps += 1
+        self.consecutive_skipped_steps += 1
         values = {k: float(v.detach()) for k, v in loss_dict.items()}
         logger.warning(
             f"Non-finite loss at iteration {self.iter} (losses on this rank: {values}); skipping "
             f"the optimizer step ({self.num_skipped_steps} skipped so far)."
         )
         get_event_storage().put_scalar("skipped_steps", self.num_skipped_steps)
+        if self.max_nonfinite_steps and self.consecutive_skipped_steps >= self.max_nonfinite_steps:
+            terms = sorted(k for k, v in values.items() if not math.isfinite(v)) or [
+                "(finite on this rank; non-finite on another)"
+            ]
+            raise FloatingPointError(
+                f"training stopped at iteration {self.iter}: {self.consecutive_skipped_steps} "
+                f"consecutive steps had a non-finite loss (SOLVER.MAX_NONFINITE_STEPS); "
+                f"non-finite terms: {', '.join(terms)}"
+            )
 
 
 class YolactAMPTrainer(YolactSimpleTrainer, AMPTrainer):
@@ -410,7 +440,11 @@ class YolactTrainer(DefaultTrainer):
                     "SOLVER.AMP.ENABLED needs CUDA; on CPU use SOLVER.BF16_CPU=True instead."
                 )
             return YolactAMPTrainer(
-                model, data_loader, optimizer, max_grad_norm=full_model_max_grad_norm(cfg)
+                model,
+                data_loader,
+                optimizer,
+                max_grad_norm=full_model_max_grad_norm(cfg),
+                max_nonfinite_steps=cfg.SOLVER.MAX_NONFINITE_STEPS,
             )
         if cfg.SOLVER.BF16_CPU and not on_cpu:
             logger.warning("SOLVER.BF16_CPU is ignored on CUDA; use SOLVER.AMP.ENABLED.")
@@ -420,6 +454,7 @@ class YolactTrainer(DefaultTrainer):
             optimizer,
             bf16_cpu=cfg.SOLVER.BF16_CPU and on_cpu,
             max_grad_norm=full_model_max_grad_norm(cfg),
+            max_nonfinite_steps=cfg.SOLVER.MAX_NONFINITE_STEPS,
         )
 
     @classmethod
