@@ -18,6 +18,7 @@ import functools
 import logging
 import os
 import re
+import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -207,6 +208,20 @@ def _check_tensor_mapping(obj, path: str) -> None:
         )
 
 
+def _verify_zip_checksums(path: str) -> None:
+    """
+    ``torch.save`` files are zip archives with a CRC-32 per record, which ``torch.load`` does
+    not check: a flipped bit in tensor data would load as a different weight. Every record's
+    checksum is verified here (legacy non-zip files have none to check).
+    """
+    if not zipfile.is_zipfile(path):
+        return
+    with zipfile.ZipFile(path) as archive:
+        bad = archive.testzip()
+    if bad is not None:
+        raise ValueError(f"checksum mismatch in its record {bad!r}")
+
+
 def load_yolact_state_dict(path: str) -> Dict[str, torch.Tensor]:
     """
     Read a reference YOLACT checkpoint safely (``torch.load(..., weights_only=True)``).
@@ -227,6 +242,7 @@ def load_yolact_state_dict(path: str) -> Dict[str, torch.Tensor]:
         reason = "is a directory, not a file" if os.path.isdir(path) else "does not exist"
         raise FileNotFoundError(f"Checkpoint {path} {reason}.")
     try:
+        _verify_zip_checksums(path)
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for truncated / corrupt / foreign files
         raise ValueError(
@@ -235,7 +251,22 @@ def load_yolact_state_dict(path: str) -> Dict[str, torch.Tensor]:
         ) from e
     state_dict = _unwrap_state_dict(obj)
     _check_tensor_mapping(state_dict, path)
+    _check_dtypes(state_dict, path)
     return dict(state_dict)
+
+
+def _check_dtypes(state_dict: Mapping[str, torch.Tensor], path: str) -> None:
+    """The reference's dtypes: float32 tensors, int64 ``num_batches_tracked`` counters."""
+    bad = []
+    for key, value in state_dict.items():
+        expected = torch.int64 if key.endswith("num_batches_tracked") else torch.float32
+        if value.dtype != expected:
+            bad.append(f"{key} is {str(value.dtype).replace('torch.', '')}")
+    if bad:
+        raise ValueError(
+            f"{path} does not hold the reference's tensor types (float32 weights, int64 "
+            f"BatchNorm counters): {len(bad)} tensor(s) differ, e.g. {'; '.join(bad[:_MAX_QUOTED])}."
+        )
 
 
 # ------------------------------------------------------------------------------------------------
