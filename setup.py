@@ -28,7 +28,13 @@ setup(
     # Deployment (yolact_d2.deploy, tools/export_model.py, tools/onnx_inference.py): versions
     # that resolve together with numpy<2 (Detectron2's pin) (checked from a fresh Python 3.11 venv).
     extras_require={
-        "dev": ["pytest==9.2.0", "black==26.10.1", "isort==9.0.2", "flake8==7.5.0"],
+        "dev": [
+            "pytest==9.2.0",
+            "hypothesis==6.170.17",
+            "black==26.10.1",
+            "isort==9.0.2",
+            "flake8==7.5.0",
+        ],
         "deploy": [
             "onnx==1.23.2",
             "onnxscript==0.7.2",

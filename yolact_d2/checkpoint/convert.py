@@ -263,9 +263,10 @@ def _check_dtypes(state_dict: Mapping[str, torch.Tensor], path: str) -> None:
         if value.dtype != expected:
             bad.append(f"{key} is {str(value.dtype).replace('torch.', '')}")
     if bad:
+        examples = "; ".join(bad[:_MAX_QUOTED])
         raise ValueError(
             f"{path} does not hold the reference's tensor types (float32 weights, int64 "
-            f"BatchNorm counters): {len(bad)} tensor(s) differ, e.g. {'; '.join(bad[:_MAX_QUOTED])}."
+            f"BatchNorm counters): {len(bad)} tensor(s) differ, e.g. {examples}."
         )
 
 
