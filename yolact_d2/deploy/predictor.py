@@ -11,6 +11,7 @@ import torch
 
 from detectron2.structures import Instances
 
+from yolact_d2.data.image_io import as_bgr_uint8
 from yolact_d2.modeling.postprocessing import instances_from_detections
 
 __all__ = ["RUNTIMES", "ExportedModel", "ExportedPredictor", "read_metadata"]
@@ -182,6 +183,7 @@ class ExportedPredictor:
         Returns:
             dict: {"instances": Instances} at the image's size.
         """
+        original_image = as_bgr_uint8(original_image)
         image = original_image[:, :, ::-1] if self.input_format == "RGB" else original_image
         return {"instances": self.instances(image)}
 

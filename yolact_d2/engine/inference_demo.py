@@ -17,6 +17,7 @@ import tqdm
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
+from yolact_d2.data.image_io import ImageInputError, read_image_bgr
 from yolact_d2.evaluation import instances_to_coco_results
 from yolact_d2.utils.visualization import draw_predictions
 
@@ -73,11 +74,22 @@ def list_image_files(inputs: Sequence[str]) -> List[str]:
 
 @dataclass
 class DemoImage:
-    """One image to predict: its COCO image id, a name, and its pixels (None if unreadable)."""
+    """
+    One image to predict: its COCO image id, a name, and its pixels (None if unreadable, with
+    the reason in ``error``).
+    """
 
     image_id: int
     name: str
     bgr: Optional[np.ndarray]
+    error: str = ""
+
+
+def _read(image_id: int, path: str) -> DemoImage:
+    try:
+        return DemoImage(image_id, path, read_image_bgr(path))
+    except ImageInputError as e:
+        return DemoImage(image_id, path, None, str(e))
 
 
 def _coco_style_id(path: str, position: int) -> int:
@@ -86,16 +98,18 @@ def _coco_style_id(path: str, position: int) -> int:
 
 
 def file_images(files: Sequence[str]) -> Iterator[DemoImage]:
-    """Reads ``files`` lazily (image id: the number of a COCO-style name, else the position)."""
+    """
+    Reads ``files`` lazily with :func:`~yolact_d2.data.image_io.read_image_bgr` (EXIF
+    orientation applied; image id: the number of a COCO-style name, else the position).
+    """
     for position, path in enumerate(files):
-        yield DemoImage(_coco_style_id(path, position), path, cv2.imread(path, cv2.IMREAD_COLOR))
+        yield _read(_coco_style_id(path, position), path)
 
 
 def dataset_images(dataset_name: str) -> Iterator[DemoImage]:
     """The images of a registered dataset, with the dataset's image ids."""
     for record in DatasetCatalog.get(dataset_name):
-        path = record["file_name"]
-        yield DemoImage(record["image_id"], path, cv2.imread(path, cv2.IMREAD_COLOR))
+        yield _read(record["image_id"], record["file_name"])
 
 
 def dataset_category_ids(metadata) -> Optional[List[int]]:
@@ -178,7 +192,7 @@ class Demo:
         for image in images:
             if image.bgr is None:
                 self.failed.append(image.name)
-                tqdm.tqdm.write(f"{image.name}: cannot read this image, skipped", file=sys.stderr)
+                tqdm.tqdm.write(f"{image.error}; skipped", file=sys.stderr)
                 bar.update(1)
                 continue
             batch.append(image)

@@ -9,6 +9,7 @@ import torch
 
 from detectron2.engine import DefaultPredictor
 
+from yolact_d2.data.image_io import as_bgr_uint8
 from yolact_d2.utils.stages import stage
 
 __all__ = ["YolactPredictor"]
@@ -35,7 +36,9 @@ class YolactPredictor(DefaultPredictor):
         """
         Args:
             original_image (ndarray or list[ndarray]): an (H, W, 3) uint8 BGR image, or a list
-                of them (any sizes).
+                of them (any sizes); grayscale, BGRA and 16-bit arrays are converted
+                (:func:`~yolact_d2.data.image_io.as_bgr_uint8`), other arrays are a clear
+                ``ImageInputError``.
 
         Returns:
             dict, or a list of dicts for a list: {"instances": Instances} at each image's size.
@@ -43,7 +46,7 @@ class YolactPredictor(DefaultPredictor):
         if isinstance(original_image, (list, tuple)):
             return self.predict_batch(original_image)
         with self.autocast():
-            return super().__call__(original_image)
+            return super().__call__(as_bgr_uint8(original_image))
 
     def prepare(self, original_image: np.ndarray) -> Dict:
         """
@@ -69,5 +72,8 @@ class YolactPredictor(DefaultPredictor):
             return []
         with torch.no_grad(), self.autocast():
             with stage("preprocess"):
-                inputs = [self.prepare(image) for image in original_images]
+                inputs = [
+                    self.prepare(as_bgr_uint8(image, f"image {i} of the batch"))
+                    for i, image in enumerate(original_images)
+                ]
             return self.model(inputs)
