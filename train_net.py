@@ -20,11 +20,13 @@ On a machine without CUDA, ``--num-gpus N`` starts N CPU processes (gloo backend
 
 import logging
 import os
+from datetime import timedelta
 
 import torch
 
 from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
+from detectron2.engine.launch import DEFAULT_TIMEOUT
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
@@ -90,8 +92,23 @@ def main(args):
     return trainer.train()
 
 
+def get_parser():
+    """Detectron2's training arguments, and how long processes wait for each other."""
+    parser = default_argument_parser()
+    parser.add_argument(
+        "--dist-timeout",
+        type=float,
+        default=DEFAULT_TIMEOUT.total_seconds(),
+        metavar="SECONDS",
+        help="how long a process waits for the others in a collective before failing "
+        f"(default: Detectron2's {DEFAULT_TIMEOUT.total_seconds():.0f} s); a dead process "
+        "usually ends the others at once, this bounds the rest",
+    )
+    return parser
+
+
 if __name__ == "__main__":
-    args = default_argument_parser().parse_args()
+    args = get_parser().parse_args()
     print("Command Line Args:", args)
     launch(
         main,
@@ -100,4 +117,5 @@ if __name__ == "__main__":
         machine_rank=args.machine_rank,
         dist_url=args.dist_url,
         args=(args,),
+        timeout=timedelta(seconds=args.dist_timeout),
     )
