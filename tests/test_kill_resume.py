@@ -251,3 +251,98 @@ def test_an_interrupted_evaluation_rerun_gives_the_same_ap(tmp_path):
     )
     assert fresh.returncode == 0, fresh.stderr[-3000:]
     assert _segm_ap(rerun.stdout + rerun.stderr) == _segm_ap(fresh.stdout + fresh.stderr)
+
+
+# A sitecustomize (so that Detectron2's spawned workers run it too) making every training
+# process write its final parameters to OUTPUT_DIR/rank<R>.pth.
+_DUMP_FINAL = """
+import torch
+from detectron2.utils import comm
+from yolact_d2.engine import YolactTrainer
+train = YolactTrainer.train
+def train_and_dump(self):
+    result = train(self)
+    model = self.model.module if hasattr(self.model, "module") else self.model
+    torch.save(model.state_dict(), f"{self.cfg.OUTPUT_DIR}/rank{comm.get_rank()}.pth")
+    return result
+YolactTrainer.train = train_and_dump
+"""
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _machines(tmp_path, max_iter):
+    url = f"tcp://127.0.0.1:{_free_port()}"
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(_DUMP_FINAL)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), REPO_ROOT]))
+    processes = []
+    for rank in (0, 1):
+        out = tmp_path / f"machine{rank}"
+        log = open(tmp_path / f"machine{rank}.log", "w")
+        processes.append(
+            subprocess.Popen(
+                [sys.executable, TRAIN_NET, "--config-file", CONFIG,
+                 "--num-gpus", "1", "--num-machines", "2", "--machine-rank", str(rank),
+                 "--dist-url", url, "--dist-timeout", "30",
+                 *_opts(out, max_iter=max_iter, period=1000)],
+                stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT, env=env,
+            )  # fmt: skip
+        )
+    return processes
+
+
+def test_two_machines_train_to_identical_parameters(tmp_path):
+    processes = _machines(tmp_path, max_iter=3)
+    try:
+        codes = [p.wait(timeout=300) for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    logs = [(tmp_path / f"machine{r}.log").read_text()[-3000:] for r in (0, 1)]
+    assert codes == [0, 0], logs
+    rank0 = torch.load(tmp_path / "machine0" / "rank0.pth")
+    rank1 = torch.load(tmp_path / "machine1" / "rank1.pth")
+    assert rank0.keys() == rank1.keys()
+    # Every parameter is identical (DDP averages the gradients). BatchNorm's running statistics
+    # are per process by design (plain BN on each machine's own images; DDP copies rank 0's
+    # at the start of each forward, and rank 0 is the one that saves).
+    buffers = ("running_mean", "running_var", "num_batches_tracked")
+    parameters = [k for k in rank0 if not k.endswith(buffers)]
+    assert len(parameters) > 50
+    for key in parameters:
+        assert torch.equal(rank0[key], rank1[key]), key
+    initial = torch.load(tmp_path / "machine0" / "model_final.pth", weights_only=False)["model"]
+    assert torch.equal(initial["head.cls_score.weight"], rank0["head.cls_score.weight"])
+
+
+def test_one_of_two_machines_killed_mid_run(tmp_path):
+    processes = _machines(tmp_path, max_iter=500)
+    try:
+        log0 = tmp_path / "machine0.log"
+        deadline = time.time() + 240
+        while "iter: 2 " not in log0.read_text():
+            assert all(p.poll() is None for p in processes), log0.read_text()[-3000:]
+            assert time.time() < deadline
+            time.sleep(0.5)
+        for child in _children(processes[1].pid):
+            os.kill(child, signal.SIGKILL)  # machine 1's training process
+        processes[1].kill()
+        start = time.time()
+        code = processes[0].wait(timeout=120)
+        elapsed = time.time() - start
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                p.kill()
+    text = (tmp_path / "machine0.log").read_text()
+    assert code != 0 and elapsed < 90, (elapsed, text[-3000:])
+    assert "Connection closed by peer" in text  # gloo names the crashed remote worker
