@@ -164,6 +164,14 @@ def _add_input_config(cfg):
     # ---------------------------------------------------------------------------------------
     # [name, json_file, image_root] triples of COCO instance-format datasets to register.
     _C.DATASETS.REGISTER_COCO = []
+    # Bad training data (unreadable images, images without a usable annotation, zero-area or
+    # non-finite boxes, polygons of fewer than 3 points or with NaN/Inf, masks outside the
+    # image): "skip" drops it, counts it by reason and logs the counts (the reference skips such
+    # data too; a dataset whose every image is bad is an error after 1000 skips in a row);
+    # "error" validates every annotation and image file before training starts and raises at
+    # the first problem, naming the file and annotation. Category ids outside the classes are
+    # an error either way.
+    _C.DATALOADER.YOLACT_BAD_DATA = "skip"
 
 
 def _add_solver_config(cfg):

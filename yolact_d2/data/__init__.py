@@ -21,7 +21,7 @@ from .augmentation import (
     build_yolact_augmentation,
     centres_inside,
 )
-from .dataset_mapper import BadDataCounter, YolactDatasetMapper
+from .dataset_mapper import BadDataCounter, YolactDatasetMapper, validate_training_data
 from .datasets import (
     read_coco_categories,
     register_coco_datasets_from_config,

@@ -7,6 +7,7 @@ returns what the model consumes, with the reference's training augmentation.
 import copy
 import logging
 import numpy as np
+import os
 from collections import Counter
 from dataclasses import dataclass
 from typing import List, Optional
@@ -26,7 +27,7 @@ from .augmentation import (
     build_yolact_augmentation,
 )
 
-__all__ = ["BadDataCounter", "YolactDatasetMapper"]
+__all__ = ["BAD_DATA_POLICIES", "BadDataCounter", "YolactDatasetMapper", "validate_training_data"]
 
 logger = logging.getLogger(__name__)
 
@@ -38,12 +39,19 @@ class BadDataCounter:
     worker has its own mapper and therefore its own counts.
     """
 
-    def __init__(self, log_period: int = 100):
+    def __init__(self, log_period: int = 100, policy: str = "skip"):
         """
         Args:
             log_period: log every this many skips (over all reasons).
+            policy: "skip" (count and go on) or "error" (raise at the first problem), see
+                ``DATALOADER.YOLACT_BAD_DATA``.
         """
+        if policy not in BAD_DATA_POLICIES:
+            raise ValueError(
+                f"DATALOADER.YOLACT_BAD_DATA must be one of {BAD_DATA_POLICIES}, got {policy!r}"
+            )
         self.log_period = log_period
+        self.policy = policy
         self.counts = Counter()
 
     def add(self, reason: str, detail: str, *, always_log: bool = False):
@@ -52,7 +60,15 @@ class BadDataCounter:
             reason: the kind of problem (the counter key).
             detail: where it happened, e.g. the file name and annotation id.
             always_log: log this occurrence even if the schedule would not.
+
+        Raises:
+            ValueError: with the "error" policy.
         """
+        if self.policy == "error":
+            raise ValueError(
+                f"{detail}: {reason.rsplit(' (', 1)[0]} (DATALOADER.YOLACT_BAD_DATA is "
+                "'error'; 'skip' drops and counts such data instead)"
+            )
         self.counts[reason] += 1
         total = sum(self.counts.values())
         if always_log or self.counts[reason] == 1 or total % self.log_period == 0:
@@ -61,6 +77,9 @@ class BadDataCounter:
             )
 
 
+# DATALOADER.YOLACT_BAD_DATA values: drop and count bad data, or raise at the first.
+BAD_DATA_POLICIES = ("skip", "error")
+
 # Reasons for skipping, the keys of BadDataCounter.counts.
 UNREADABLE_IMAGE = "unreadable image (skipped)"
 NO_ANNOTATIONS = "image without annotations (skipped)"
@@ -68,7 +87,7 @@ CROWD_ONLY = "image with only crowd annotations (skipped)"
 NO_VALID_INSTANCE = "image without a valid non-crowd annotation (skipped)"
 BAD_BOX = "annotation with a zero-area or non-finite box (dropped)"
 NO_SEGMENTATION = "non-crowd annotation without segmentation (dropped)"
-EMPTY_POLYGON = "annotation whose polygons all have < 3 points (dropped)"
+EMPTY_POLYGON = "annotation whose polygons all have < 3 points or non-finite ones (dropped)"
 BAD_RLE = "annotation whose RLE size differs from the image (dropped)"
 EMPTY_MASK = "annotation whose mask is empty, e.g. a polygon outside the image (dropped)"
 AUGMENTATION_FALLBACK = "augmentation kept no instance; un-augmented image used"
@@ -146,7 +165,11 @@ def _segmentation_to_mask(segm, height, width):
         mask = segm
     else:
         polygons = [np.asarray(p, np.float64) for p in segm or ()]
-        polygons = [p for p in polygons if p.ndim == 1 and len(p) >= 6 and len(p) % 2 == 0]
+        polygons = [
+            p
+            for p in polygons
+            if p.ndim == 1 and len(p) >= 6 and len(p) % 2 == 0 and np.isfinite(p).all()
+        ]
         if not polygons:
             return None, EMPTY_POLYGON
         mask = polygons_to_bitmask(polygons, height, width)
@@ -202,6 +225,8 @@ class YolactDatasetMapper:
         fallback_augmentations: Optional[List] = None,
         max_resample_tries: int = 10,
         log_period: int = 100,
+        bad_data: str = "skip",
+        max_consecutive_skips: int = 1000,
     ):
         """
         Args:
@@ -214,6 +239,10 @@ class YolactDatasetMapper:
                 all leave no instance. Defaults to no augmentation.
             max_resample_tries: draws of ``augmentations`` per image before the fallback.
             log_period: see :class:`BadDataCounter`.
+            bad_data: "skip" or "error" (``DATALOADER.YOLACT_BAD_DATA``).
+            max_consecutive_skips: with "skip", this many skipped training images in a row
+                (a dataset whose every image is bad) raise a RuntimeError with the counts
+                instead of letting the loader retry forever.
         """
         self.is_train = is_train
         self.augmentations = T.AugmentationList(augmentations)
@@ -221,7 +250,9 @@ class YolactDatasetMapper:
         self.image_format = image_format
         self.num_classes = num_classes
         self.max_resample_tries = max_resample_tries
-        self.bad_data = BadDataCounter(log_period)
+        self.bad_data = BadDataCounter(log_period, bad_data)
+        self.max_consecutive_skips = max_consecutive_skips
+        self._consecutive_skips = 0
         mode = "training" if is_train else "inference"
         logger.info(f"[YolactDatasetMapper] Augmentations used in {mode}: {augmentations}")
 
@@ -234,6 +265,7 @@ class YolactDatasetMapper:
             "image_format": cfg.INPUT.FORMAT,
             "num_classes": cfg.MODEL.YOLACT.NUM_CLASSES,
             "fallback_augmentations": fallback,
+            "bad_data": cfg.DATALOADER.YOLACT_BAD_DATA,
         }
 
     def __call__(self, dataset_dict):
@@ -244,6 +276,19 @@ class YolactDatasetMapper:
         Returns:
             dict or None: see the class docstring; None for a skipped training image.
         """
+        result = self._map(dataset_dict)
+        if result is not None or not self.is_train:
+            self._consecutive_skips = 0
+            return result
+        self._consecutive_skips += 1
+        if self._consecutive_skips >= self.max_consecutive_skips:
+            raise RuntimeError(
+                f"[YolactDatasetMapper] the last {self._consecutive_skips} training images were "
+                f"all skipped ({dict(self.bad_data.counts)}): the dataset has no usable image"
+            )
+        return None
+
+    def _map(self, dataset_dict):
         dataset_dict = copy.deepcopy(dataset_dict)
         image = self._read_image(dataset_dict)
         if image is None:
@@ -393,3 +438,26 @@ def _transform_crowd_boxes(crowd_boxes, transforms, image_size):
     boxes = Boxes(torch.as_tensor(transforms.apply_box(crowd_boxes), dtype=torch.float32))
     boxes.clip(image_size)
     return boxes.tensor[boxes.nonempty(threshold=0.0)]
+
+
+def validate_training_data(cfg, dataset_dicts) -> int:
+    """
+    Checks, before training, every record the way the training mapper would with
+    ``DATALOADER.YOLACT_BAD_DATA`` "error": the image file exists and every annotation is
+    usable (images are not decoded here; a corrupt file is reported when it is read).
+
+    Returns:
+        int: the number of records checked.
+
+    Raises:
+        ValueError / FileNotFoundError: the first problem, naming the file and annotation.
+    """
+    mapper = YolactDatasetMapper(cfg, True)
+    mapper.bad_data.policy = "error"
+    for record in dataset_dicts:
+        file_name = record["file_name"]
+        if not os.path.isfile(file_name):
+            raise FileNotFoundError(f"{file_name}: image file does not exist")
+        size = (record["height"], record["width"])
+        mapper._parse_annotations(record.get("annotations"), size, file_name)
+    return len(dataset_dicts)

@@ -16,7 +16,11 @@ from typing import List, Optional
 import torch
 import torch.distributed as dist
 
-from detectron2.data import build_detection_test_loader, build_detection_train_loader
+from detectron2.data import (
+    build_detection_test_loader,
+    build_detection_train_loader,
+    get_detection_dataset_dicts,
+)
 from detectron2.engine import AMPTrainer, DefaultTrainer, SimpleTrainer, TrainerBase, hooks
 from detectron2.engine.defaults import create_ddp_model
 from detectron2.utils import comm
@@ -30,7 +34,7 @@ from detectron2.utils.file_io import PathManager
 from detectron2.utils.logger import setup_logger
 
 from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
-from yolact_d2.data import YolactDatasetMapper
+from yolact_d2.data import YolactDatasetMapper, validate_training_data
 from yolact_d2.engine.optimizer import build_yolact_optimizer, full_model_max_grad_norm
 from yolact_d2.evaluation import YolactCOCOEvaluator
 from yolact_d2.layers.batch_norm import freeze_batch_norm
@@ -466,6 +470,16 @@ class YolactTrainer(DefaultTrainer):
 
     @classmethod
     def build_train_loader(cls, cfg):
+        """
+        Detectron2's training loader with :class:`YolactDatasetMapper`; with
+        ``DATALOADER.YOLACT_BAD_DATA`` "error" every record is validated first.
+        """
+        if cfg.DATALOADER.YOLACT_BAD_DATA == "error":
+            dicts = get_detection_dataset_dicts(
+                cfg.DATASETS.TRAIN, filter_empty=cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS
+            )
+            count = validate_training_data(cfg, dicts)
+            logger.info(f"DATALOADER.YOLACT_BAD_DATA 'error': {count} training records checked")
         return build_detection_train_loader(cfg, mapper=YolactDatasetMapper(cfg, True))
 
     @classmethod
