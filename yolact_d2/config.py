@@ -133,6 +133,11 @@ def _add_test_config(cfg):
     # Score below which demos and visualisations hide a detection. It never changes what the
     # model returns (evaluation keeps the reference's outputs).
     _C.MODEL.YOLACT.TEST.DISPLAY_SCORE_THRESH = 0.3
+    # pred_masks is a (D, H, W) bool tensor, as Detectron2's; where that tensor would be larger
+    # than this many bytes (e.g. 100 masks of an 8000 x 8000 image: 6 GiB), it is a
+    # yolact_d2.modeling.BoxLocalMasks instead (the same masks, bit-packed around each mask;
+    # masks[i] and iteration give (H, W) tensors, .tensor all of them). CPU only.
+    _C.MODEL.YOLACT.TEST.MAX_DENSE_MASK_BYTES = 2**30
 
     # ---------------------------------------------------------------------------------------
     # Speed options

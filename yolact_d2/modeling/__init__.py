@@ -6,6 +6,7 @@ from .backbone import (
     build_yolact_resnet_fpn_backbone,
 )
 from .box_coder import decode_boxes, encode_boxes
+from .box_local_masks import BoxLocalMasks
 from .head import YOLACT_HEAD_REGISTRY, YolactHead, build_yolact_head
 from .losses import YolactLoss
 from .mask_assembly import assemble_masks, crop_masks, upsample_masks

@@ -1,7 +1,7 @@
 # Copyright (c) yolact_d2 contributors.
 """Mask assembly: linear combination of prototypes, cropping, and pasting to image size."""
 
-from typing import Tuple
+from typing import Iterator, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +13,7 @@ __all__ = [
     "upsample_masks",
     "upsample_masks_dense",
     "upsample_masks_in_support",
+    "support_blocks",
 ]
 
 
@@ -201,9 +202,25 @@ def upsample_masks_in_support(
 
     Args and returns: as :func:`upsample_masks`.
     """
-    n, h, w = masks.shape
+    n = masks.shape[0]
     height, width = image_size
     result = torch.zeros((n, height, width), dtype=torch.bool, device=masks.device)
+    for i, i0, j0, block in support_blocks(masks, image_size, threshold):
+        result[i, i0 : i0 + block.shape[0], j0 : j0 + block.shape[1]] = block
+    return result
+
+
+def support_blocks(
+    masks: torch.Tensor, image_size: Tuple[int, int], threshold: float = 0.5
+) -> Iterator[Tuple[int, int, int, torch.Tensor]]:
+    """
+    The computation of :func:`upsample_masks_in_support`, one mask at a time: for every mask
+    with a non-zero region, ``(i, i0, j0, block)`` where ``block`` (h', w') bool holds output
+    rows ``i0:i0 + h'`` and columns ``j0:j0 + w'``; everything outside is False. Call it only
+    where :func:`_support_path_is_exact` holds.
+    """
+    n, h, w = masks.shape
+    height, width = image_size
     nonzero = masks != 0
     row_first, row_end = _support_bounds(nonzero.any(dim=2))
     col_first, col_end = _support_bounds(nonzero.any(dim=1))
@@ -217,5 +234,4 @@ def upsample_masks_in_support(
         columns = widened.new_zeros((j1 - j0, h))
         columns[:, r0:r1] = widened.t()
         tall = _linear_resize_rows(columns, height)[:, i0:i1]  # (j1 - j0, i1 - i0)
-        result[i, i0:i1, j0:j1] = tall.t() > threshold
-    return result
+        yield i, i0, j0, tall.t() > threshold

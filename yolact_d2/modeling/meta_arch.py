@@ -352,5 +352,9 @@ class Yolact(nn.Module):
                 )
             with stage("paste"):
                 size = (int(image_size[0]), int(image_size[1]))
-                results.append(paste_detections(assembled, size, settings.mask_threshold))
+                results.append(
+                    paste_detections(
+                        assembled, size, settings.mask_threshold, settings.max_dense_mask_bytes
+                    )
+                )
         return results

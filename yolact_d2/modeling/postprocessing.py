@@ -8,7 +8,14 @@ import torch
 
 from detectron2.structures import Boxes, Instances
 
-from .mask_assembly import assemble_masks, box_crop_bounds, crop_masks, upsample_masks
+from .box_local_masks import BoxLocalMasks
+from .mask_assembly import (
+    _support_path_is_exact,
+    assemble_masks,
+    box_crop_bounds,
+    crop_masks,
+    upsample_masks,
+)
 
 __all__ = [
     "PostprocessSettings",
@@ -39,6 +46,7 @@ class PostprocessSettings:
         mask_threshold (float): binarisation threshold of the up-sampled masks.
         crop_masks (bool): crop masks by their predicted boxes.
         rescore_mask, rescore_box (bool): which scores YOLACT++'s predicted mask IoU multiplies.
+        max_dense_mask_bytes (int): above this, ``pred_masks`` is a :class:`BoxLocalMasks`.
     """
 
     nms_type: str = "fast"
@@ -50,6 +58,7 @@ class PostprocessSettings:
     crop_masks: bool = True
     rescore_mask: bool = True
     rescore_box: bool = False
+    max_dense_mask_bytes: int = 2**30
 
     @classmethod
     def from_config(cls, cfg) -> "PostprocessSettings":
@@ -64,6 +73,7 @@ class PostprocessSettings:
             crop_masks=test.CROP_MASKS,
             rescore_mask=maskiou.RESCORE_MASK,
             rescore_box=maskiou.RESCORE_BOX,
+            max_dense_mask_bytes=test.MAX_DENSE_MASK_BYTES,
         )
 
 
@@ -219,7 +229,10 @@ def detections_in_pixels(
 
 
 def instances_from_detections(
-    detections: Dict[str, torch.Tensor], image_size: Tuple[int, int], mask_threshold: float = 0.5
+    detections: Dict[str, torch.Tensor],
+    image_size: Tuple[int, int],
+    mask_threshold: float = 0.5,
+    max_dense_mask_bytes: int = 2**30,
 ) -> Instances:
     """
     The paste step: Detectron2 ``Instances`` of :func:`detections_in_pixels`' output, with the
@@ -229,23 +242,35 @@ def instances_from_detections(
         detections (dict): output of :func:`detections_in_pixels`.
         image_size (tuple[int, int]): (H, W) of the original image.
         mask_threshold (float): binarisation threshold.
+        max_dense_mask_bytes (int): when (D, H, W) bool masks would be larger and the exact
+            CPU paste applies, ``pred_masks`` is a :class:`BoxLocalMasks` of the same masks.
 
     Returns:
         Instances: ``pred_boxes`` (Boxes), ``scores``, ``pred_classes``, ``pred_masks``
-        (D, H, W) bool, and for YOLACT++ ``mask_scores``.
+        (D, H, W) bool (or :class:`BoxLocalMasks`), and for YOLACT++ ``mask_scores``.
     """
     result = Instances(image_size)
     result.pred_boxes = Boxes(detections["boxes"].float())
     result.scores = detections["scores"]
     result.pred_classes = detections["classes"]
-    result.pred_masks = upsample_masks(detections["masks"], image_size, mask_threshold)
+    masks = detections["masks"]
+    dense_bytes = masks.shape[0] * image_size[0] * image_size[1]
+    if dense_bytes > max_dense_mask_bytes and _support_path_is_exact(
+        masks, image_size, mask_threshold
+    ):
+        result.pred_masks = BoxLocalMasks.from_soft_masks(masks, image_size, mask_threshold)
+    else:
+        result.pred_masks = upsample_masks(masks, image_size, mask_threshold)
     if "mask_scores" in detections:
         result.mask_scores = detections["mask_scores"]
     return result
 
 
 def paste_detections(
-    assembled: Dict[str, torch.Tensor], image_size: Tuple[int, int], mask_threshold: float = 0.5
+    assembled: Dict[str, torch.Tensor],
+    image_size: Tuple[int, int],
+    mask_threshold: float = 0.5,
+    max_dense_mask_bytes: int = 2**30,
 ) -> Instances:
     """
     Detectron2 ``Instances`` at the original image size: :func:`detections_in_pixels`, then
@@ -255,12 +280,13 @@ def paste_detections(
         assembled (dict): output of :func:`assemble_detection_masks`.
         image_size (tuple[int, int]): (H, W) of the original image.
         mask_threshold (float): binarisation threshold.
+        max_dense_mask_bytes (int): see :func:`instances_from_detections`.
 
     Returns:
         Instances: see :func:`instances_from_detections`.
     """
     detections = detections_in_pixels(assembled, image_size)
-    return instances_from_detections(detections, image_size, mask_threshold)
+    return instances_from_detections(detections, image_size, mask_threshold, max_dense_mask_bytes)
 
 
 def detections_to_instances(
