@@ -346,3 +346,41 @@ def test_one_of_two_machines_killed_mid_run(tmp_path):
     text = (tmp_path / "machine0.log").read_text()
     assert code != 0 and elapsed < 90, (elapsed, text[-3000:])
     assert "Connection closed by peer" in text  # gloo names the crashed remote worker
+
+
+@pytest.mark.parametrize("kill_at", [2, 5])
+def test_sigkill_at_other_points_then_resume(tmp_path, kill_at):
+    """Killed between steps (after iteration ``kill_at`` was logged), not during a save."""
+    out = tmp_path / "run"
+    with open(tmp_path / "killed.log", "w") as log:
+        process = subprocess.Popen(
+            [sys.executable, TRAIN_NET, "--config-file", CONFIG, *_opts(out, max_iter=40)],
+            stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
+        )  # fmt: skip
+        try:
+            deadline = time.time() + 240
+            while True:
+                metrics = out / "metrics.json"
+                lines = metrics.read_text().splitlines() if metrics.exists() else []
+                if any(json.loads(line).get("iteration") == kill_at for line in lines):
+                    break
+                assert process.poll() is None and time.time() < deadline
+                time.sleep(0.05)
+            process.send_signal(signal.SIGKILL)
+            process.wait(timeout=60)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    last = (out / "last_checkpoint").read_text()
+    saved = torch.load(out / last, weights_only=False)  # complete and loadable
+    assert all(not f.startswith("model_") or f.endswith(".pth") for f in os.listdir(out))
+    dump = tmp_path / "resumed.pth"
+    proc = subprocess.run(
+        [sys.executable, "-c", _DUMP_RESUMED, str(dump), TRAIN_NET, "--config-file", CONFIG,
+         "--resume", *_opts(out, max_iter=40)],
+        capture_output=True, text=True, cwd=REPO_ROOT,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    resumed = torch.load(dump, weights_only=False)
+    assert resumed["start_iter"] == saved["iteration"] + 1 >= kill_at - 1
+    _assert_same(resumed["model"], saved["model"], "model")
