@@ -162,3 +162,20 @@ def test_demo_reads_every_kind_and_reports_the_bad_ones(files, tmp_path):
         "rgba.png",
     ]
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_exported_model_on_a_1x1_image_and_without_detections(tmp_path, runtime):
+    from detectron2.modeling import build_model
+
+    for threshold, expected_any in ((0.0, True), (1.0, False)):
+        torch.manual_seed(0)
+        cfg = get_config(CONFIG, ["MODEL.YOLACT.TEST.SCORE_THRESH", threshold])
+        path = export_model(cfg, build_model(cfg).eval(), "onnx", str(tmp_path / str(threshold)))
+        predictor = ExportedPredictor(path, runtime)
+        for shape in [(1, 1), (2, 2), (48, 64)]:
+            image = np.random.default_rng(0).integers(0, 256, (*shape, 3), dtype=np.uint8)
+            instances = predictor(image)["instances"]
+            assert instances.image_size == shape and instances.pred_masks.shape[1:] == shape
+            if shape != (1, 1):
+                assert (len(instances) > 0) == expected_any
