@@ -345,7 +345,9 @@ def test_one_of_two_machines_killed_mid_run(tmp_path):
                 p.kill()
     text = (tmp_path / "machine0.log").read_text()
     assert code != 0 and elapsed < 90, (elapsed, text[-3000:])
-    assert "Connection closed by peer" in text  # gloo names the crashed remote worker
+    # gloo reports the lost peer ("Connection closed by peer" or a timeout, depending on where the
+    # survivor was); both messages point at the remote worker
+    assert "Check the logs of the remote worker" in text, text[-3000:]
 
 
 @pytest.mark.parametrize("kill_at", [2, 5])
