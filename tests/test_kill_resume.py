@@ -80,12 +80,17 @@ torch.save({"start_iter": trainer.start_iter, "model": trainer.model.state_dict(
 """
 
 
-def _wait_for(path, process, seconds=240):
+def _wait_until(condition, processes, what, seconds=240, poll=0.2):
+    """Polls ``condition()`` while every process runs; fails if one ends or time runs out."""
     deadline = time.time() + seconds
-    while not os.path.exists(path):
-        assert process.poll() is None, "the run ended before reaching the checkpoint"
-        assert time.time() < deadline, f"{path} never appeared"
-        time.sleep(0.2)
+    while not condition():
+        assert all(p.poll() is None for p in processes), f"a process ended before {what}"
+        assert time.time() < deadline, f"{what} never happened"
+        time.sleep(poll)
+
+
+def _wait_for(path, process, seconds=240):
+    _wait_until(lambda: os.path.exists(path), [process], f"{path} appeared", seconds)
 
 
 def _assert_same(a, b, where=""):
@@ -184,11 +189,12 @@ def test_a_dead_gloo_worker_ends_the_run_with_a_clear_error(tmp_path):
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
         )  # fmt: skip
         try:
-            deadline = time.time() + 240
-            while "Starting training from iteration" not in log_path.read_text():
-                assert process.poll() is None, log_path.read_text()[-3000:]
-                assert time.time() < deadline
-                time.sleep(0.5)
+            _wait_until(
+                lambda: "Starting training from iteration" in log_path.read_text(),
+                [process],
+                "training started",
+                poll=0.5,
+            )
             workers = _children(process.pid)
             workers = [w for w in workers if "python" in open(f"/proc/{w}/cmdline").read()]
             assert len(workers) >= 2, workers
@@ -234,11 +240,9 @@ def test_an_interrupted_evaluation_rerun_gives_the_same_ap(tmp_path):
             _eval_command(out), stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT
         )
         try:
-            deadline = time.time() + 240
-            while "Inference done 11/" not in log_path.read_text():  # part-way through
-                assert process.poll() is None, log_path.read_text()[-3000:]
-                assert time.time() < deadline
-                time.sleep(0.2)
+            _wait_until(  # part-way through
+                lambda: "Inference done 11/" in log_path.read_text(), [process], "inference"
+            )
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=60)
         finally:
@@ -328,11 +332,7 @@ def test_one_of_two_machines_killed_mid_run(tmp_path):
     processes = _machines(tmp_path, max_iter=500)
     try:
         log0 = tmp_path / "machine0.log"
-        deadline = time.time() + 240
-        while "iter: 2 " not in log0.read_text():
-            assert all(p.poll() is None for p in processes), log0.read_text()[-3000:]
-            assert time.time() < deadline
-            time.sleep(0.5)
+        _wait_until(lambda: "iter: 2 " in log0.read_text(), processes, "iteration 2", poll=0.5)
         for child in _children(processes[1].pid):
             os.kill(child, signal.SIGKILL)  # machine 1's training process
         processes[1].kill()
@@ -360,14 +360,13 @@ def test_sigkill_at_other_points_then_resume(tmp_path, kill_at):
             stdout=log, stderr=subprocess.STDOUT, cwd=REPO_ROOT,
         )  # fmt: skip
         try:
-            deadline = time.time() + 240
-            while True:
+
+            def logged():
                 metrics = out / "metrics.json"
                 lines = metrics.read_text().splitlines() if metrics.exists() else []
-                if any(json.loads(line).get("iteration") == kill_at for line in lines):
-                    break
-                assert process.poll() is None and time.time() < deadline
-                time.sleep(0.05)
+                return any(json.loads(line).get("iteration") == kill_at for line in lines)
+
+            _wait_until(logged, [process], f"iteration {kill_at}", poll=0.05)
             process.send_signal(signal.SIGKILL)
             process.wait(timeout=60)
         finally:
