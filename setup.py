@@ -25,8 +25,9 @@ setup(
     # blank line after a module docstring, for one), and under pytest 9.0.3 (which a venv that
     # shares the system's packages, the "keep your Detectron2" set-up, picked up) 15 log
     # assertions saw nothing after Detectron2's setup_logger had run; under 9.2.0 they pass.
-    # Deployment (yolact_d2.deploy, tools/export_model.py, tools/onnx_inference.py): versions
-    # that resolve together with numpy<2 (Detectron2's pin) (checked from a fresh Python 3.11 venv).
+    # Deployment (yolact_d2.deploy, tools/export_model.py, tools/onnx_inference.py,
+    # tools/quantize.py): versions that resolve together with numpy<2 (Detectron2's pin)
+    # (checked from a fresh Python 3.11 venv).
     extras_require={
         "dev": [
             "pytest==9.2.0",
@@ -40,6 +41,8 @@ setup(
             "onnxscript==0.7.2",
             "onnxruntime==1.32.0",
             "openvino==2026.4.1",
+            # int8 post-training quantisation (yolact_d2.deploy.quantize, tools/quantize.py).
+            "nncf==3.4.0",
         ],
     },
 )

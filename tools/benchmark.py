@@ -6,7 +6,9 @@ Side-by-side inference benchmark of YOLACT and Detectron2 configs on the same re
 Example: YOLACT-550 R50 against Mask R-CNN R50-FPN 1x, both as configured and with the
 "full_workload" preset (random weights leave Mask R-CNN's ROI heads almost idle; the preset
 gives it a trained model's 1000 proposals and 100 detections), in fp32, bf16 and YOLACT's fast
-CPU path, and YOLACT exported to ONNX on onnxruntime and OpenVINO, on 2 threads::
+CPU path, and YOLACT exported to ONNX on onnxruntime and OpenVINO, on 2 threads
+(``--runtime original --original-repo DIR`` adds the original implementation on the same
+weights)::
 
     python tools/benchmark.py --configs yolact_R_50_FPN_550.yaml \\
         COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml \\
@@ -36,6 +38,7 @@ from yolact_d2.benchmark import (
     BenchmarkSettings,
     add_relative_speed,
     benchmark_config,
+    check_original_repo,
     config_label,
     cpu_load,
     dataset_image_files,
@@ -78,7 +81,8 @@ def get_parser() -> argparse.ArgumentParser:
         default=["fp32"],
         choices=PRECISIONS,
         help="fp32; bf16 (autocast; YOLACT: fast CPU path in bf16); fast "
-        "(YOLACT's fast CPU path as configured)",
+        "(YOLACT's fast CPU path as configured); int8 (YOLACT quantised with NNCF, on "
+        "--runtime openvino)",
     )
     parser.add_argument(
         "--runtime",
@@ -126,6 +130,33 @@ def get_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument(
+        "--calibrate",
+        type=int,
+        default=0,
+        metavar="N",
+        help="calibrate YOLACT's random weights on the first N images of --calibration-dataset "
+        "so that they detect like a trained model (realistic scores, boxes and masks; "
+        "0: as initialised, every prior passes the score pre-filter)",
+    )
+    parser.add_argument(
+        "--calibration-dataset",
+        default="tiny_coco_train",
+        help="training images for --calibrate and for the int8 rows' activation ranges",
+    )
+    parser.add_argument(
+        "--int8-calibration-images",
+        type=int,
+        default=32,
+        metavar="N",
+        help="images of --calibration-dataset the int8 model is calibrated on",
+    )
+    parser.add_argument(
+        "--original-repo",
+        metavar="DIR",
+        help="a checkout of the original implementation (github.com/dbolya/yolact) for "
+        "'--runtime original'",
+    )
     parser.add_argument("--output", default="output/benchmark", help="output folder")
     parser.add_argument(
         "opts",
@@ -160,6 +191,19 @@ def main(args) -> list:
     else:
         files = image_files(args.images or default_image_dir(), args.num_images)
     images = load_images(files)
+    if "original" in args.runtime:
+        if not args.original_repo:
+            raise SystemExit(
+                "--runtime original needs --original-repo DIR (a dbolya/yolact checkout)"
+            )
+        args.original_repo = check_original_repo(args.original_repo)
+    calibration = quantization = None
+    if args.calibrate > 0:
+        calibration = load_images(dataset_image_files(args.calibration_dataset, args.calibrate))
+    if "int8" in args.precision:
+        quantization = load_images(
+            dataset_image_files(args.calibration_dataset, args.int8_calibration_images)
+        )
     logger.info(f"{len(images)} images; load average before: {cpu_load()}")
     objects = None
     if args.synthetic_dataset.lower() != "none" and not args.no_stages:
@@ -183,6 +227,10 @@ def main(args) -> list:
             eval_images=args.eval_images,
             synthetic_objects=objects,
             runtimes=args.runtime,
+            image_files=files,
+            original_repo=args.original_repo,
+            calibration_images=calibration,
+            quantization_images=quantization,
         )
         for config, config_weights in zip(args.configs, weights):
             rows += benchmark_config(config, args.precision, images, settings, config_weights)

@@ -7,6 +7,7 @@ The command-line entry points are ``tools/benchmark.py`` and ``tools/benchmark_n
 
 from .accuracy import dataset_subset, evaluate_ap
 from .analysis import count_gflops, count_parameters
+from .calibration import calibrate_batch_norm, calibrate_detections
 from .images import dataset_image_files, default_image_dir, image_files, load_images
 from .mask_iou import MaskAgreement, mask_ious, match_detections
 from .nms_benchmark import (
@@ -21,6 +22,7 @@ from .nms_benchmark import (
     synthetic_candidate_sets,
     yolact_priors,
 )
+from .original import check_original_repo, original_config, parity_with_original, run_original
 from .predictor import (
     CONFIG_PRESETS,
     PRECISIONS,

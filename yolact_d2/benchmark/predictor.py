@@ -38,7 +38,7 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__f
 # "fp32": the default model; "bf16": bfloat16 autocast (for YOLACT its fast CPU path with
 # FAST_CPU_DTYPE "bfloat16"); "fast": YOLACT's fast CPU path as configured by default
 # (FAST_CPU_DTYPE "auto"), not defined for other models.
-PRECISIONS = ("fp32", "bf16", "fast")
+PRECISIONS = ("fp32", "bf16", "fast", "int8")
 
 
 def resolve_config_file(name: str) -> str:
@@ -162,7 +162,10 @@ def input_description(cfg: CfgNode) -> str:
 
 
 def supported_precisions(cfg: CfgNode) -> Tuple[str, ...]:
-    """The :data:`PRECISIONS` that apply: "fast" is YOLACT's fast CPU path only."""
+    """
+    The :data:`PRECISIONS` that apply: "fast" is YOLACT's fast CPU path only, "int8" YOLACT
+    quantised and run on OpenVINO (``--runtime openvino``) only.
+    """
     if is_yolact(cfg) and cfg.MODEL.DEVICE == "cpu":
         return PRECISIONS
     return ("fp32", "bf16")
@@ -176,6 +179,10 @@ def _precision_opts(cfg: CfgNode, precision: str) -> List:
         )
     if not is_yolact(cfg):
         return []
+    if precision == "int8":
+        raise ValueError(
+            "int8 is YOLACT quantised for OpenVINO: measure it with --runtime openvino"
+        )
     if precision == "fp32":
         return ["MODEL.YOLACT.FAST_CPU_INFERENCE", False]
     dtype = "bfloat16" if precision == "bf16" else "auto"

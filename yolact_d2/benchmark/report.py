@@ -33,9 +33,11 @@ SUMMARY_COLUMNS: List[Tuple[str, str, str]] = [
     ("gflops", "GFLOPs", ".1f"),
     ("speedup_vs_fp32", "x vs fp32", ".2f"),
     ("speedup_vs_baseline", "x vs baseline", ".2f"),
+    ("speedup_vs_original", "x vs original", ".2f"),
     ("postprocess_pct", "post-proc %", ".1f"),
     ("mask_iou_vs_fp32", "mask IoU vs fp32", ".4f"),
     ("matched_vs_fp32", "matched vs fp32", ".2f"),
+    ("same_vs_fp32", "same det. vs fp32", ".3f"),
     ("mask_ap", "mask AP", ".1f"),
     ("box_ap", "box AP", ".1f"),
 ]

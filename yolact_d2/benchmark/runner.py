@@ -19,7 +19,16 @@ from yolact_d2.utils.stages import POSTPROCESS_STAGES, STAGES
 
 from .accuracy import evaluate_ap
 from .analysis import count_gflops, count_parameters
+from .calibration import calibrate_detections
 from .mask_iou import MaskAgreement
+from .original import (
+    PARITY_BOX_TOLERANCE,
+    PARITY_SCORE_TOLERANCE,
+    original_config,
+    original_row_statistics,
+    parity_with_original,
+    run_original,
+)
 from .predictor import (
     BenchmarkPredictor,
     build_predictor,
@@ -27,6 +36,7 @@ from .predictor import (
     input_description,
     is_yolact,
     load_config,
+    parse_config_spec,
     supported_precisions,
 )
 from .runtimes import RUNTIMES, build_runtime_predictor, runtime_precisions
@@ -58,7 +68,15 @@ class BenchmarkSettings:
             time YOLACT's post-processing on detector-like outputs around them
             (:func:`synthetic_postprocess`).
         runtimes (list[str]): of :data:`RUNTIMES`: "pytorch" (the PyTorch model in each
-            precision) and the runtimes YOLACT's exported ONNX model is timed on.
+            precision), the runtimes YOLACT's exported ONNX model is timed on, and "original"
+            (the original implementation at ``original_repo`` on the same weights).
+        image_files (list[str] or None): the files of the images (the original reads them).
+        original_repo (str or None): a checkout of dbolya/yolact.
+        calibration_images (list[ndarray] or None): BGR images on which YOLACT's random
+            weights are calibrated to detect like a trained model (:func:`calibrate_detections`)
+            when no weights are given; None keeps them as initialised.
+        quantization_images (list[ndarray] or None): BGR training images the int8 rows
+            calibrate their activation ranges on.
     """
 
     warmup: int = 3
@@ -75,6 +93,10 @@ class BenchmarkSettings:
     eval_images: Optional[int] = None
     synthetic_objects: Optional[List] = None
     runtimes: Sequence[str] = ("pytorch",)
+    image_files: Optional[List[str]] = None
+    original_repo: Optional[str] = None
+    calibration_images: Optional[List[np.ndarray]] = None
+    quantization_images: Optional[List[np.ndarray]] = None
 
 
 def _batches(images: Sequence[np.ndarray], batch_size: int) -> List[Sequence[np.ndarray]]:
@@ -171,11 +193,23 @@ def model_statistics(predictor: BenchmarkPredictor, image: np.ndarray, flops: bo
 def mask_agreement(
     reference: BenchmarkPredictor, predictor: BenchmarkPredictor, images: Sequence[np.ndarray]
 ) -> Dict:
-    """Mean mask IoU of matched detections of ``predictor`` against ``reference``."""
+    """
+    Mean mask IoU of matched detections of ``predictor`` against ``reference`` (matched by class
+    and box IoU), and the fraction of detections that are the same within the parity tolerances
+    (one to one: same class, scores within 2e-3, boxes within 2 px).
+    """
     agreement = MaskAgreement()
+    same = MaskAgreement(score_tolerance=PARITY_SCORE_TOLERANCE, box_tolerance=PARITY_BOX_TOLERANCE)
     for image in images:
-        agreement.add(reference(image)["instances"], predictor(image)["instances"])
-    return {"mask_iou_vs_fp32": agreement.mean_iou, "matched_vs_fp32": agreement.matched_fraction}
+        theirs, ours = reference(image)["instances"], predictor(image)["instances"]
+        agreement.add(theirs, ours)
+        same.add(theirs, ours)
+    return {
+        "mask_iou_vs_fp32": agreement.mean_iou,
+        "matched_vs_fp32": agreement.matched_fraction,
+        "same_vs_fp32": same.one_to_one_fraction,
+        "same_mask_iou_vs_fp32": same.mean_iou,
+    }
 
 
 def _build(name, precision, settings, weights, runtime="pytorch"):
@@ -189,24 +223,15 @@ def _build(name, precision, settings, weights, runtime="pytorch"):
             settings.seed,
             settings.threads,
             os.path.join(settings.output_dir, "export"),
+            settings.quantization_images,
         )
     return build_predictor(
         name, precision, settings.device, settings.opts, weights=weights, seed=settings.seed
     )
 
 
-def _measure_precision(
-    name: str,
-    precision: str,
-    images: Sequence[np.ndarray],
-    settings: BenchmarkSettings,
-    weights: Optional[str],
-    runtime: str = "pytorch",
-) -> Dict:
-    label = f"{config_label(name)} {precision}" + (f" {runtime}" if runtime != "pytorch" else "")
-    predictor = _build(name, precision, settings, weights, runtime)
-    cfg = predictor.cfg
-    row = {
+def _row(name: str, cfg, precision: str, runtime: str, images, settings, weights_label: str):
+    return {
         "config": config_label(name),
         "meta_arch": cfg.MODEL.META_ARCHITECTURE,
         "runtime": runtime,
@@ -216,8 +241,65 @@ def _measure_precision(
         "device": settings.device,
         "input": input_description(cfg),
         "images": len(images),
-        "weights": os.path.basename(weights) if weights else "random (seeded)",
+        "weights": weights_label,
     }
+
+
+def _measure_original(
+    name: str, images: Sequence[np.ndarray], settings: BenchmarkSettings, weights, weights_label
+) -> Optional[Dict]:
+    """
+    The original implementation's row: timed in a child process on the same image files,
+    weights and threads, its detections on the first ``iou_images`` images compared with this
+    project's fp32 ones ("same_vs_fp32": the one-to-one fraction within the parity tolerances).
+    """
+    predictor = _build(name, "fp32", settings, weights)
+    cfg = predictor.cfg
+    config = original_config(parse_config_spec(name)[0], cfg)
+    if config is None or settings.batch_size != 1 or settings.device != "cpu":
+        logger.info(f"[{config_label(name)}] original: no such reference config / not CPU batch 1")
+        return None
+    if not settings.original_repo or settings.image_files is None:
+        raise ValueError("the 'original' runtime needs --original-repo and image files")
+    keep = min(settings.iou_images, len(images))
+    report = run_original(
+        settings.original_repo,
+        config,
+        predictor.model,
+        settings.image_files,
+        settings.threads,
+        settings.warmup,
+        keep,
+        os.path.join(settings.output_dir, "original"),
+    )
+    row = _row(name, cfg, "fp32", "original", images, settings, weights_label)
+    row.update(original_row_statistics(report))
+    ours = [predictor(image)["instances"] for image in images[:keep]]
+    agreement = parity_with_original(report, ours)
+    row["same_vs_fp32"] = agreement.one_to_one_fraction
+    row["same_mask_iou_vs_fp32"] = agreement.mean_iou
+    row["iou_images"] = keep
+    logger.info(f"[{config_label(name)} original] median {row['median_ms']:.1f} ms/image")
+    return row
+
+
+def _measure_precision(
+    name: str,
+    precision: str,
+    images: Sequence[np.ndarray],
+    settings: BenchmarkSettings,
+    weights: Optional[str],
+    runtime: str = "pytorch",
+    evaluate: bool = True,
+    weights_label: str = "",
+) -> Optional[Dict]:
+    weights_label = weights_label or (os.path.basename(weights) if weights else "random (seeded)")
+    if runtime == "original":
+        return _measure_original(name, images, settings, weights, weights_label)
+    label = f"{config_label(name)} {precision}" + (f" {runtime}" if runtime != "pytorch" else "")
+    predictor = _build(name, precision, settings, weights, runtime)
+    cfg = predictor.cfg
+    row = _row(name, cfg, precision, runtime, images, settings, weights_label)
     row.update(time_end_to_end(predictor, images, settings, label))
     if settings.stages and is_yolact(cfg) and runtime == "pytorch":
         row.update(profile_stages(predictor, images, settings.batch_size))
@@ -227,7 +309,7 @@ def _measure_precision(
             # The same end-to-end time with the synthetic post-processing in place of the real.
             total = row["median_ms"] - row["postprocess_ms"] + row["synthetic_postprocess_ms"]
             row["synthetic_postprocess_pct"] = 100 * row["synthetic_postprocess_ms"] / total
-    if weights and settings.eval_dataset:
+    if weights and evaluate and settings.eval_dataset:
         row.update(
             evaluate_ap(predictor, settings.eval_dataset, settings.output_dir, settings.eval_images)
         )
@@ -255,7 +337,7 @@ def benchmark_config(
     supported = supported_precisions(cfg)
     jobs = []
     if "pytorch" in settings.runtimes:
-        jobs += [("pytorch", p) for p in precisions]
+        jobs += [("pytorch", p) for p in precisions if p != "int8"]
     for runtime in settings.runtimes:
         if runtime == "pytorch":
             continue
@@ -263,14 +345,22 @@ def benchmark_config(
             logger.info(f"[{config_label(name)}] {runtime}: YOLACT on CPU, batch 1 only; skipped")
             continue
         jobs += [(runtime, p) for p in runtime_precisions(runtime, precisions)]
+    evaluate, weights_label = True, ""
+    if weights is None and is_yolact(cfg) and settings.calibration_images:
+        weights = _calibrated_weights(name, settings)
+        evaluate, weights_label = False, "random (seeded), calibrated"
     rows = []
     statistics = None
     for runtime, precision in jobs:
         if precision not in supported:
             logger.info(f"[{config_label(name)}] {precision} does not apply; skipped")
             continue
-        row = _measure_precision(name, precision, images, settings, weights, runtime)
+        row = _measure_precision(
+            name, precision, images, settings, weights, runtime, evaluate, weights_label
+        )
         gc.collect()
+        if row is None:
+            continue
         if statistics is None:
             predictor = _build(name, "fp32", settings, weights)
             statistics = model_statistics(predictor, images[0], settings.flops)
@@ -281,12 +371,42 @@ def benchmark_config(
     return rows
 
 
+def _calibrated_weights(name: str, settings: BenchmarkSettings) -> str:
+    """
+    The config's seeded random weights calibrated on ``settings.calibration_images``
+    (:func:`calibrate_detections`), written once to ``output_dir/calibrated/`` so that every
+    row of the config runs them.
+    """
+    from yolact_d2.utils.file_io import atomic_open
+
+    predictor = _build(name, "fp32", settings, None)
+    model = predictor.model
+    rgb = model.input_format == "RGB"
+    calibrate_detections(
+        model, [i[:, :, ::-1].copy() if rgb else i for i in settings.calibration_images]
+    )
+    directory = os.path.join(settings.output_dir, "calibrated")
+    os.makedirs(directory, exist_ok=True)
+    path = os.path.join(directory, config_label(name).replace("/", "_") + ".pth")
+    with atomic_open(path, "wb") as f:
+        torch.save({"model": model.state_dict()}, f)
+    logger.info(
+        f"[{config_label(name)}] random weights calibrated on "
+        f"{len(settings.calibration_images)} images: {path}"
+    )
+    return path
+
+
 def _add_mask_agreement(name, rows, images, settings, weights) -> None:
     """
     Mask IoU of every row but PyTorch fp32 against PyTorch fp32 on the first ``iou_images``
     images.
     """
-    others = [r for r in rows if (r["runtime"], r["precision"]) != ("pytorch", "fp32")]
+    others = [
+        r
+        for r in rows
+        if (r["runtime"], r["precision"]) != ("pytorch", "fp32") and r["runtime"] != "original"
+    ]
     if not others or not images:
         return
     reference = _build(name, "fp32", settings, weights)
@@ -300,7 +420,8 @@ def _add_mask_agreement(name, rows, images, settings, weights) -> None:
 
 def add_relative_speed(rows: List[Dict], baseline: Optional[str]) -> None:
     """
-    Adds "speedup_vs_fp32" (against PyTorch fp32 of the same config, threads and batch size)
+    Adds "speedup_vs_fp32" (against PyTorch fp32 of the same config, threads and batch size),
+    "speedup_vs_original" (against the original implementation's row of the config, if any)
     and, if ``baseline`` names a config label, "speedup_vs_baseline" (its PyTorch row of the
     same precision, threads and batch size; its fp32 row where it has no such precision, e.g.
     for YOLACT's "fast" path).
@@ -319,6 +440,8 @@ def add_relative_speed(rows: List[Dict], baseline: Optional[str]) -> None:
     for row in rows:
         fp32 = median.get(key(row, precision="fp32", runtime="pytorch"))
         row["speedup_vs_fp32"] = _ratio(fp32, row["median_ms"])
+        original = median.get(key(row, precision="fp32", runtime="original"))
+        row["speedup_vs_original"] = _ratio(original, row["median_ms"])
         if baseline:
             reference = median.get(key(row, config=baseline, runtime="pytorch"))
             if reference is None:

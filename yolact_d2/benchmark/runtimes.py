@@ -19,18 +19,21 @@ __all__ = ["RUNTIMES", "RuntimePredictor", "build_runtime_predictor", "runtime_p
 
 logger = logging.getLogger(__name__)
 
-# "pytorch" is the PyTorch model in each --precision; the others run the exported ONNX model.
-RUNTIMES = ("pytorch", "onnxruntime", "openvino")
+# "pytorch" is the PyTorch model in each --precision; "onnxruntime" and "openvino" run the
+# exported ONNX model; "original" is the original implementation (dbolya/yolact) on the same
+# weights, in fp32 (:mod:`yolact_d2.benchmark.original`).
+RUNTIMES = ("pytorch", "onnxruntime", "openvino", "original")
 
 
 def runtime_precisions(runtime: str, precisions: Sequence[str]) -> Tuple[str, ...]:
     """
-    The precisions a runtime row is measured in: fp32 always, and OpenVINO's own bf16
-    inference precision when bf16 is asked for.
+    The precisions a runtime row is measured in: fp32 always, and on OpenVINO its own bf16
+    inference precision and the int8 model (:func:`~yolact_d2.deploy.quantize_int8`) when they
+    are asked for.
     """
-    if runtime == "openvino" and "bf16" in precisions:
-        return ("fp32", "bf16")
-    return ("fp32",)
+    if runtime != "openvino":
+        return ("fp32",)
+    return ("fp32",) + tuple(p for p in ("bf16", "int8") if p in precisions)
 
 
 class RuntimePredictor:
@@ -54,6 +57,7 @@ class RuntimePredictor:
 
 
 _EXPORTS: Dict[Tuple, str] = {}
+_INT8: Dict[Tuple, str] = {}
 
 
 def build_runtime_predictor(
@@ -65,19 +69,31 @@ def build_runtime_predictor(
     seed: int,
     threads: int,
     export_dir: str,
+    quantization_images: Optional[Sequence[np.ndarray]] = None,
 ) -> RuntimePredictor:
     """
     Exports the config's fp32 model (built as :func:`build_predictor` builds it: same seed, same
     weights) to ``export_dir/<config label>/model.onnx`` once per process and loads it on
-    ``runtime``.
+    ``runtime``; for precision "int8" the export is quantised once
+    (:func:`~yolact_d2.deploy.quantize_int8` on ``quantization_images``, BGR) and the int8 IR
+    is loaded on OpenVINO.
     """
-    from yolact_d2.deploy import ExportedPredictor, export_model
+    from yolact_d2.deploy import ExportedPredictor, export_model, quantize_int8
 
     reference = build_predictor(name, "fp32", "cpu", opts, weights=weights, seed=seed)
     key = (name, tuple(opts), weights, seed)
+    directory = os.path.join(export_dir, config_label(name).replace("/", "_"))
     if key not in _EXPORTS or not os.path.isfile(_EXPORTS[key]):
-        directory = os.path.join(export_dir, config_label(name).replace("/", "_"))
         logger.info(f"[{config_label(name)}] exporting to {directory}")
         _EXPORTS[key] = export_model(reference.cfg, reference.model, "onnx", directory)
-    exported = ExportedPredictor(_EXPORTS[key], runtime, num_threads=threads, precision=precision)
-    return RuntimePredictor(reference.cfg, exported)
+    path, run_precision = _EXPORTS[key], precision
+    if precision == "int8":
+        if not quantization_images:
+            raise ValueError("int8 rows need calibration images (--calibration-dataset)")
+        if key not in _INT8 or not os.path.isfile(_INT8[key]):
+            _INT8[key] = quantize_int8(path, quantization_images)
+        path, run_precision = _INT8[key], "fp32"
+    exported = ExportedPredictor(path, runtime, num_threads=threads, precision=run_precision)
+    predictor = RuntimePredictor(reference.cfg, exported)
+    predictor.precision = precision
+    return predictor

@@ -8,7 +8,9 @@ from .convert import (
     detect_architecture,
     drop_legacy_keys,
     load_yolact_state_dict,
+    reference_config_name,
     save_converted_checkpoint,
+    to_reference_state_dict,
 )
 
 __all__ = [
@@ -18,5 +20,7 @@ __all__ = [
     "detect_architecture",
     "drop_legacy_keys",
     "load_yolact_state_dict",
+    "reference_config_name",
     "save_converted_checkpoint",
+    "to_reference_state_dict",
 ]

@@ -33,6 +33,8 @@ __all__ = [
     "drop_legacy_keys",
     "detect_architecture",
     "convert_state_dict",
+    "to_reference_state_dict",
+    "reference_config_name",
     "backbone_file_type",
     "convert_backbone_state_dict",
     "save_converted_checkpoint",
@@ -645,6 +647,41 @@ def convert_state_dict(
             "MODEL.YOLACT.LOSS.SEMANTIC_SEG_WEIGHT 0 reports them as unexpected keys (harmless)."
         )
     return converted
+
+
+def reference_config_name(config_file: str) -> Optional[Tuple[str, str]]:
+    """
+    The reference config of a yolact_d2 config file, by file name.
+
+    Returns:
+        tuple[str, str] or None: (reference config name, e.g. "yolact_resnet50", its backbone
+        type "resnet" or "darknet"); None for configs that have no reference counterpart.
+    """
+    name = os.path.basename(config_file)
+    for layout in _LAYOUTS:
+        for reference, ours in layout.variants:
+            if ours == name:
+                return reference, layout.backbone_type
+    return None
+
+
+def to_reference_state_dict(
+    state_dict: Mapping[str, torch.Tensor], backbone_type: str
+) -> "OrderedDict[str, torch.Tensor]":
+    """
+    The inverse of :func:`convert_state_dict`: a yolact_d2 model's state dict in the reference's
+    names (what the reference's ``Yolact.load_weights`` reads). Tensors are not copied.
+
+    Args:
+        state_dict (Mapping[str, Tensor]): a yolact_d2 YOLACT state dict.
+        backbone_type (str): "resnet" or "darknet".
+    """
+    if backbone_type not in _REFERENCE_RULES:
+        raise ValueError(
+            f"backbone_type must be one of {sorted(_REFERENCE_RULES)}, got {backbone_type!r}"
+        )
+    rules = _REFERENCE_RULES[backbone_type]
+    return OrderedDict((reference_key(k, rules), v) for k, v in state_dict.items())
 
 
 # ------------------------------------------------------------------------------------------------

@@ -13,9 +13,11 @@ from .export import (
 )
 from .graph import YolactInferenceGraph
 from .predictor import RUNTIMES, ExportedPredictor, read_metadata
+from .quantize import INT8_FILE, quantize_int8
 
 __all__ = [
     "FORMATS",
+    "INT8_FILE",
     "ExportedPredictor",
     "RUNTIMES",
     "YolactInferenceGraph",
@@ -25,6 +27,7 @@ __all__ = [
     "export_onnx",
     "export_program",
     "export_pt2",
+    "quantize_int8",
     "read_metadata",
     "uses_deformable_conv",
 ]

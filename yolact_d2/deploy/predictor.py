@@ -24,7 +24,8 @@ def read_metadata(path: str) -> Dict[str, str]:
     The metadata an exported file carries (see :func:`~yolact_d2.deploy.deploy_metadata`).
 
     Args:
-        path (str): a .onnx or .pt2 file written by ``tools/export_model.py``.
+        path (str): a .onnx or .pt2 file written by ``tools/export_model.py``, or an int8
+            OpenVINO IR (.xml) written by ``tools/quantize.py``.
 
     Raises:
         FileNotFoundError, ValueError: no such file, or not a yolact_d2 export.
@@ -33,7 +34,9 @@ def read_metadata(path: str) -> Dict[str, str]:
 
     if not os.path.isfile(path):
         raise FileNotFoundError(f"exported model {path!r} does not exist")
-    if path.endswith(".pt2"):
+    if path.endswith(".xml"):
+        metadata = _openvino_ir_metadata(path)
+    elif path.endswith(".pt2"):
         extra = {PT2_METADATA_FILE: ""}
         torch.export.load(path, extra_files=extra)
         text = extra[PT2_METADATA_FILE]
@@ -49,6 +52,27 @@ def read_metadata(path: str) -> Dict[str, str]:
     if "yolact_d2_version" not in metadata:
         raise ValueError(f"{path!r} carries no yolact_d2 metadata (not written by export_model)")
     return metadata
+
+
+def _openvino_ir_metadata(path: str) -> Dict[str, str]:
+    """The metadata section :func:`~yolact_d2.deploy.quantize_int8` wrote into an IR."""
+    import openvino
+
+    from .quantize import QUANTIZATION_KEY
+
+    try:
+        model = openvino.Core().read_model(path)
+    except Exception as e:
+        raise ValueError(f"{path!r} is not an OpenVINO IR: {_first_line(e)}") from e
+    if not model.has_rt_info([QUANTIZATION_KEY]):
+        return {}
+    keys = model.get_rt_info([QUANTIZATION_KEY]).astype(dict)
+    return {key: model.get_rt_info([QUANTIZATION_KEY, key]).astype(str) for key in keys}
+
+
+def _first_line(error: BaseException) -> str:
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__
 
 
 class _OnnxRuntimeSession:
@@ -100,6 +124,8 @@ class _PyTorchSession:
             return [t.numpy() for t in self.module(torch.from_numpy(image))]
 
 
+_RUNTIMES_OF = {".pt2": ("pytorch",), ".onnx": ("onnxruntime", "openvino"), ".xml": ("openvino",)}
+
 _SESSIONS = {
     "onnxruntime": _OnnxRuntimeSession,
     "openvino": _OpenVinoSession,
@@ -133,20 +159,23 @@ class ExportedPredictor:
         """
         Args:
             path (str): a .onnx file (runtime "onnxruntime" or "openvino") or a .pt2 file
-                (runtime "pytorch"), written by ``tools/export_model.py``.
+                (runtime "pytorch"), written by ``tools/export_model.py``, or an int8 .xml
+                (runtime "openvino") written by ``tools/quantize.py``.
             runtime (str): one of :data:`RUNTIMES`.
             num_threads (int or None): intra-op threads (None: the runtime's default).
-            precision (str): "fp32", or "bf16" on OpenVINO (its own reduced-precision mode).
+            precision (str): "fp32", or "bf16" on OpenVINO (its own reduced-precision mode;
+                for an int8 IR, the precision of the layers that are not quantised).
         """
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
         self.path, self.runtime, self.precision = path, runtime, precision
         self.metadata = read_metadata(path)
-        is_pt2 = path.endswith(".pt2")
-        if is_pt2 != (runtime == "pytorch"):
+        kind = ".pt2" if path.endswith(".pt2") else ".xml" if path.endswith(".xml") else ".onnx"
+        if runtime not in _RUNTIMES_OF[kind]:
             raise ValueError(
                 f"runtime {runtime!r} cannot run {path!r}: .pt2 programs run on 'pytorch', "
-                "ONNX models on 'onnxruntime' or 'openvino'"
+                "ONNX models on 'onnxruntime' or 'openvino', int8 OpenVINO IRs (.xml) on "
+                "'openvino'"
             )
         if runtime == "openvino" and json.loads(self.metadata.get("deformable_conv", "false")):
             raise ValueError(
@@ -154,6 +183,8 @@ class ExportedPredictor:
                 "(opset 19), which OpenVINO's ONNX reader does not support; run it with "
                 "runtime='onnxruntime'"
             )
+        # int8 IRs record how they were quantised; None for fp32 exports.
+        self.quantization = json.loads(self.metadata.get("quantization", "null"))
         self.input_format = self.metadata["input_format"]
         self.mask_threshold = float(self.metadata["mask_threshold"])
         self.output_names = json.loads(self.metadata["outputs"])

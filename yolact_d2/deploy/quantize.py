@@ -1,0 +1,118 @@
+# Copyright (c) yolact_d2 contributors.
+"""
+int8 post-training quantisation of an exported YOLACT with OpenVINO's NNCF: the convolutions of
+the backbone, FPN, prediction head and protonet get int8 weights (per output channel) and int8
+activations, their ranges calibrated on a few training images; everything after the network
+(box decoding, Fast NMS, mask assembly ``P C^T``, the crop) stays in floating point. The result
+is an OpenVINO IR (``model_int8.xml`` + ``.bin``) carrying the ONNX file's yolact_d2 metadata,
+which :class:`~yolact_d2.deploy.ExportedPredictor` runs on ``runtime="openvino"``.
+
+Why NNCF and not PyTorch's PT2E/x86 path: see the README's "Speed" section (PT2E's quantiser
+moved out of PyTorch into ``torchao`` and needs ``torch.compile`` at every load).
+"""
+
+import json
+import logging
+import os
+import shutil
+import tempfile
+from typing import Iterable, List, Optional
+
+import numpy as np
+
+from yolact_d2.data.image_io import as_bgr_uint8
+
+from .predictor import read_metadata
+
+__all__ = ["INT8_FILE", "QUANTIZATION_KEY", "quantize_int8", "graph_input"]
+
+logger = logging.getLogger(__name__)
+
+INT8_FILE = "model_int8.xml"
+# rt_info section of the IR holding the metadata (the ONNX file's keys, plus "quantization").
+QUANTIZATION_KEY = "yolact_d2"
+
+
+def graph_input(bgr: np.ndarray, input_format: str) -> np.ndarray:
+    """A BGR uint8 image as the exported graph takes it: (H, W, 3) uint8 in ``input_format``."""
+    bgr = as_bgr_uint8(bgr)
+    return np.ascontiguousarray(bgr[:, :, ::-1] if input_format == "RGB" else bgr)
+
+
+def _save_ir_atomically(model, path: str) -> None:
+    """``openvino.save_model`` to a temporary folder next to ``path``, then both files moved."""
+    import openvino
+
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".int8_", dir=directory)
+    try:
+        xml = os.path.join(staging, os.path.basename(path))
+        openvino.save_model(model, xml, compress_to_fp16=False)
+        bin_name = os.path.splitext(os.path.basename(path))[0] + ".bin"
+        # The weights first: a reader never finds the new .xml next to an old .bin.
+        os.replace(os.path.join(staging, bin_name), os.path.join(directory, bin_name))
+        os.replace(xml, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def quantize_int8(
+    onnx_path: str,
+    calibration_images: Iterable[np.ndarray],
+    output_path: Optional[str] = None,
+    fast_bias_correction: bool = True,
+) -> str:
+    """
+    Quantises an exported YOLACT (``tools/export_model.py --format onnx``) to int8.
+
+    Args:
+        onnx_path (str): the fp32 ONNX file.
+        calibration_images (iterable[ndarray]): BGR uint8 images (a few dozen training images;
+            activation ranges are taken from them).
+        output_path (str or None): the IR to write (default: ``model_int8.xml`` next to
+            ``onnx_path``); written atomically.
+        fast_bias_correction (bool): NNCF's bias correction (recommended by NNCF).
+
+    Returns:
+        str: the written .xml file.
+    """
+    import nncf
+    import openvino
+
+    metadata = read_metadata(onnx_path)
+    if json.loads(metadata.get("deformable_conv", "false")):
+        raise ValueError(
+            f"{onnx_path!r} is a YOLACT++ model: OpenVINO's ONNX reader does not support its "
+            "DeformConv, so it cannot be quantised with NNCF here"
+        )
+    images: List[np.ndarray] = [
+        graph_input(i, metadata["input_format"]) for i in calibration_images
+    ]
+    if not images:
+        raise ValueError("quantize_int8 needs at least one calibration image")
+    output_path = output_path or os.path.join(os.path.dirname(onnx_path), INT8_FILE)
+    model = openvino.Core().read_model(onnx_path)
+    quantized = nncf.quantize(
+        model,
+        nncf.Dataset(images, lambda image: {"image": image}),
+        subset_size=len(images),
+        fast_bias_correction=fast_bias_correction,
+        # Only the network's convolutions: the mask assembly's MatMul (P C^T) and the
+        # post-processing stay in floating point.
+        ignored_scope=nncf.IgnoredScope(types=["MatMul"]),
+    )
+    info = dict(metadata)
+    info["quantization"] = json.dumps(
+        {
+            "method": "NNCF post-training quantisation (int8 weights and activations)",
+            "nncf_version": nncf.__version__,
+            "source": os.path.basename(onnx_path),
+            "calibration_images": len(images),
+        }
+    )
+    for key, value in info.items():
+        quantized.set_rt_info(value, [QUANTIZATION_KEY, key])
+    _save_ir_atomically(quantized, output_path)
+    logger.info(f"int8 model written to {output_path} ({len(images)} calibration images)")
+    return output_path
