@@ -26,6 +26,7 @@ from yolact_d2.checkpoint import (
     convert_yolact_checkpoint,
     detect_architecture,
     save_converted_checkpoint,
+    to_reference_state_dict,
 )
 from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
 
@@ -606,3 +607,31 @@ def test_expected_keys_come_from_the_model_in_reference_names(name):
     forward = convert._RULES[layout.backbone_type]
     assert {convert._rename(k, forward) for k in expected} == set(model_keys)
     assert len(arch_source) == len(expected)
+
+
+@pytest.mark.parametrize("name", sorted(CONFIG_OF))
+def test_model_weights_in_reference_names(name):
+    """to_reference_state_dict (what the benchmark gives the original implementation) is the
+    exact inverse of the conversion: a model's state dict comes out with the reference's keys
+    and shapes, the same tensors, and converts back to the model's keys."""
+    from yolact_d2.checkpoint import reference_config_name
+
+    found = reference_config_name(f"configs/{CONFIG_OF[name]}")
+    assert found == (name, "darknet" if "darknet" in name else "resnet")
+    model = build_model(get_config(CONFIG_OF[name]))
+    state = model.state_dict()
+    reference = to_reference_state_dict(state, found[1])
+    assert {k: tuple(v.shape) for k, v in reference.items()} == dict(read_reference_keys(name))
+    assert all(reference[r] is state[k] for r, k in zip(reference, state))
+    back = convert_state_dict(reference)
+    assert list(back) == list(state)
+
+
+def test_reference_names_errors():
+    from yolact_d2.checkpoint import reference_config_name
+
+    assert reference_config_name("configs/demo/yolact_R_18_synthetic.yaml") is None
+    with pytest.raises(ValueError, match="backbone_type"):
+        to_reference_state_dict({}, "vgg")
+    with pytest.raises(ValueError, match="No reference name"):
+        to_reference_state_dict({"not_a_yolact_key.weight": torch.zeros(1)}, "resnet")

@@ -7,12 +7,16 @@ from torch import nn
 from detectron2.layers import Conv2d, FrozenBatchNorm2d
 
 from yolact_d2.layers import ModulatedDeformConv2d
+from yolact_d2.modeling import fast_cpu
 from yolact_d2.modeling.fast_cpu import (
+    CompiledModule,
     InferenceCopy,
     fold_batch_norm_,
     fold_batch_norms_,
     resolve_fast_cpu_dtype,
 )
+
+from yolact_d2.utils.cpu import cpu_flags
 
 from common import get_model
 
@@ -59,8 +63,18 @@ def test_deformable_conv_folds_and_training_norms_do_not():
 def test_fast_cpu_dtype_names():
     assert resolve_fast_cpu_dtype("float32") is None
     assert resolve_fast_cpu_dtype("bfloat16") is torch.bfloat16
-    amx = torch.cpu._is_amx_tile_supported()
-    assert resolve_fast_cpu_dtype("auto") is (torch.bfloat16 if amx else None)
+    # "auto": bf16 where the CPU has bf16 instructions, by its flags.
+    for flags, dtype in [
+        (["avx2", "avx512f", "avx512_bf16", "avx512_vnni"], torch.bfloat16),  # this dev machine
+        (["avx2", "avx512f", "amx_tile", "amx_bf16"], torch.bfloat16),
+        (["avx2", "avx512f", "avx512_vnni"], None),  # AVX-512 without bf16: emulated, slower
+        (["avx2"], None),
+        ([], None),
+    ]:
+        assert resolve_fast_cpu_dtype("auto", flags) is dtype, flags
+    here = set(cpu_flags())
+    native = bool({"avx512_bf16", "amx_bf16"} & here) or torch.cpu._is_amx_tile_supported()
+    assert resolve_fast_cpu_dtype("auto") is (torch.bfloat16 if native else None)
     with pytest.raises(ValueError):
         resolve_fast_cpu_dtype("float16")
 
@@ -128,3 +142,37 @@ def test_bf16_copy_stores_conv_parameters_in_bf16_without_changing_results():
         got, expected = cast(x), plain(x)
     for name in expected:
         assert torch.equal(got[name], expected[name]), name
+
+
+def test_compiled_fast_path_matches_the_eager_one():
+    """MODEL.YOLACT.FAST_CPU_COMPILE: the network compiled (inductor, frozen weights) gives the
+    eager fast path's outputs to float rounding, and the model's own modules stay untouched."""
+    config = "demo/yolact_R_18_synthetic.yaml"
+    eager = get_model(config, FAST_FP32)
+    compiled = get_model(config, FAST_FP32 + ["MODEL.YOLACT.FAST_CPU_COMPILE", True])
+    x = torch.randn(2, 3, 160, 160, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        expected, got = eager.predict(x), compiled.predict(x)
+    backbone = compiled._inference_copy.get(
+        compiled.backbone, compiled.head, compiled.mask_branch.protonet
+    )[0]
+    assert isinstance(backbone, CompiledModule) and not backbone._failed
+    for key in ["class_logits", "box_deltas", "coefficients", "prototypes"]:
+        torch.testing.assert_close(got[key], expected[key], rtol=1e-4, atol=1e-4)
+    assert not any(isinstance(m, CompiledModule) for m in compiled.modules())
+
+
+def test_compiled_module_falls_back_to_eager(monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("no C++ compiler found\nmore detail")
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kwargs: broken)
+    module = nn.Conv2d(3, 2, 1).eval()
+    wrapped = CompiledModule(module)
+    x = torch.randn(1, 3, 4, 4)
+    with torch.no_grad(), caplog.at_level("WARNING", logger=fast_cpu.__name__):
+        torch.testing.assert_close(wrapped(x), module(x))
+        torch.testing.assert_close(wrapped(x), module(x))
+    assert wrapped._failed
+    assert caplog.text.count("torch.compile of Conv2d failed, running it eagerly") == 1
+    assert "no C++ compiler found" in caplog.text and "more detail" not in caplog.text

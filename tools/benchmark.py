@@ -23,7 +23,6 @@ Prints a Markdown table (and YOLACT's stage breakdown), writes ``results.csv``,
 import argparse
 import json
 import os
-import platform
 
 import torch
 
@@ -31,6 +30,7 @@ from detectron2.utils.logger import setup_logger
 
 import yolact_d2  # noqa: F401  (registers the YOLACT meta-architecture and datasets)
 from yolact_d2.benchmark import (
+    MEMORY_COLUMNS,
     PRECISIONS,
     RUNTIMES,
     STAGE_COLUMNS,
@@ -49,9 +49,11 @@ from yolact_d2.benchmark import (
     load_config,
     load_images,
     markdown_table,
+    memory_by_image_size,
     plot_speed_vs_ap,
     write_csv,
 )
+from yolact_d2.utils.cpu import cpu_flags_summary
 
 DEFAULT_CONFIGS = [
     "yolact_R_50_FPN_550.yaml",
@@ -80,9 +82,9 @@ def get_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=["fp32"],
         choices=PRECISIONS,
-        help="fp32; bf16 (autocast; YOLACT: fast CPU path in bf16); fast "
-        "(YOLACT's fast CPU path as configured); int8 (YOLACT quantised with NNCF, on "
-        "--runtime openvino)",
+        help="fp32 (YOLACT: the exact path); bf16 (autocast; YOLACT: fast CPU path in bf16); "
+        "fp32-fast (YOLACT's fast CPU path in fp32); fast (YOLACT's fast CPU path, dtype "
+        "picked for this CPU); int8 (YOLACT quantised with NNCF, on --runtime openvino)",
     )
     parser.add_argument(
         "--runtime",
@@ -129,6 +131,14 @@ def get_parser() -> argparse.ArgumentParser:
         "this dataset's ground truth for the same images ('none' to skip)",
     )
     parser.add_argument("--no-flops", action="store_true", help="skip the FLOP count")
+    parser.add_argument(
+        "--memory-sizes",
+        nargs="+",
+        default=[],
+        metavar="WxH",
+        help="also measure the peak RSS of one YOLACT predictor call (first --precision, first "
+        "--threads) on the first image resized to each size, e.g. 640x480 1920x1080",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     parser.add_argument(
         "--calibrate",
@@ -235,19 +245,35 @@ def main(args) -> list:
         for config, config_weights in zip(args.configs, weights):
             rows += benchmark_config(config, args.precision, images, settings, config_weights)
     add_relative_speed(rows, args.baseline or _default_baseline(args.configs))
-    _report(args, rows, logger)
-    return rows
+    memory_rows = []
+    if args.memory_sizes:
+        torch.set_num_threads(args.threads[0])
+        sizes = [_parse_size(s) for s in args.memory_sizes]
+        for config, config_weights in zip(args.configs, weights):
+            if is_yolact(load_config(config, args.opts)):
+                memory_rows += memory_by_image_size(
+                    config, images[0], sizes, settings, args.precision[0], config_weights
+                )
+    _report(args, rows, logger, memory_rows)
+    return rows + memory_rows
 
 
-def _report(args, rows, logger) -> None:
+def _parse_size(text: str):
+    width, sep, height = text.lower().partition("x")
+    if not sep or not width.isdigit() or not height.isdigit():
+        raise SystemExit(f"--memory-sizes: {text!r} is not WIDTHxHEIGHT (e.g. 1920x1080)")
+    return int(width), int(height)
+
+
+def _report(args, rows, logger, memory_rows=()) -> None:
     environment = (
-        f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs, load average after: {cpu_load()}"
+        f"torch {torch.__version__}, {cpu_flags_summary()}, load average after: {cpu_load()}"
     )
     summary = markdown_table(rows, SUMMARY_COLUMNS)
     stage_rows = [r for r in rows if "stage_sum_ms" in r]
     stages = markdown_table(stage_rows, STAGE_COLUMNS) if stage_rows else ""
-    text = "\n\n".join(t for t in [summary, stages, environment] if t)
+    memory = markdown_table(memory_rows, MEMORY_COLUMNS) if memory_rows else ""
+    text = "\n\n".join(t for t in [summary, stages, memory, environment] if t)
     print(text)
     with open(os.path.join(args.output, "results.md"), "w") as f:
         f.write(text + "\n")

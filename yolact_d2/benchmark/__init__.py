@@ -38,6 +38,7 @@ from .predictor import (
     supported_precisions,
 )
 from .report import (
+    MEMORY_COLUMNS,
     NMS_COLUMNS,
     STAGE_COLUMNS,
     SUMMARY_COLUMNS,
@@ -46,7 +47,7 @@ from .report import (
     plot_speed_vs_ap,
     write_csv,
 )
-from .runner import BenchmarkSettings, add_relative_speed, benchmark_config
+from .runner import BenchmarkSettings, add_relative_speed, benchmark_config, memory_by_image_size
 from .runtimes import RUNTIMES, RuntimePredictor, build_runtime_predictor, runtime_precisions
 from .stage_breakdown import synthetic_postprocess, timed_stages
 from .timing import PeakMemory, Stopwatch, cpu_load, latency_stats, synchronize

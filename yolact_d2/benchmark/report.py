@@ -9,6 +9,7 @@ __all__ = [
     "SUMMARY_COLUMNS",
     "STAGE_COLUMNS",
     "NMS_COLUMNS",
+    "MEMORY_COLUMNS",
     "format_value",
     "markdown_table",
     "write_csv",
@@ -29,6 +30,7 @@ SUMMARY_COLUMNS: List[Tuple[str, str, str]] = [
     ("p90_ms", "p90 ms", ".1f"),
     ("images_per_s", "img/s", ".2f"),
     ("peak_rss_mb", "peak RSS MB", ".0f"),
+    ("first_call_s", "first call s", ".1f"),
     ("params_m", "params M", ".1f"),
     ("gflops", "GFLOPs", ".1f"),
     ("speedup_vs_fp32", "x vs fp32", ".2f"),
@@ -68,6 +70,17 @@ STAGE_COLUMNS: List[Tuple[str, str, str]] = [
     ("synthetic_postprocess_pct", "synthetic: post-proc %", ".1f"),
 ]
 
+
+# Peak memory of one call per image size (tools/benchmark.py --memory-sizes).
+MEMORY_COLUMNS: List[Tuple[str, str, str]] = [
+    ("config", "config", "s"),
+    ("precision", "precision", "s"),
+    ("image_size", "image", "s"),
+    ("detections", "detections", "d"),
+    ("masks_mb", "pred_masks MB", ".1f"),
+    ("peak_rss_mb", "peak RSS MB", ".0f"),
+    ("rss_vs_first", "x first size", ".2f"),
+]
 
 # The NMS comparison (tools/benchmark_nms.py).
 NMS_COLUMNS: List[Tuple[str, str, str]] = [

@@ -11,7 +11,7 @@ import numpy as np
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
@@ -43,7 +43,13 @@ from .runtimes import RUNTIMES, build_runtime_predictor, runtime_precisions
 from .stage_breakdown import synthetic_postprocess, timed_stages
 from .timing import PeakMemory, latency_stats, synchronize
 
-__all__ = ["RUNTIMES", "BenchmarkSettings", "benchmark_config", "add_relative_speed"]
+__all__ = [
+    "RUNTIMES",
+    "BenchmarkSettings",
+    "benchmark_config",
+    "add_relative_speed",
+    "memory_by_image_size",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -129,12 +135,17 @@ def time_end_to_end(
     Returns:
         dict: per-image latency statistics ("median_ms", "p90_ms", "mean_ms", "min_ms"; a
         batch's time is divided by its size), "images_per_s", "detections_per_image",
-        "peak_rss_mb" (process high-water mark while timing), "peak_cuda_mb".
+        "peak_rss_mb" (process high-water mark while timing), "peak_cuda_mb", "first_call_s"
+        (the first warm-up call: includes any compilation).
     """
     batches = _batches(images, settings.batch_size)
     device = torch.device(settings.device)
+    first_call = float("nan")
     for i in range(settings.warmup):
+        start = time.perf_counter()
         _run(predictor, batches[i % len(batches)])
+        if i == 0:
+            first_call = time.perf_counter() - start
     seconds, detections = [], []
     with PeakMemory(device) as memory:
         for k, batch in enumerate(batches):
@@ -153,6 +164,7 @@ def time_end_to_end(
         "detections_per_image": float(np.mean(detections)),
         "peak_rss_mb": memory.rss_mb,
         "peak_cuda_mb": memory.cuda_mb,
+        "first_call_s": first_call,
     }
 
 
@@ -455,3 +467,49 @@ def _ratio(numerator: Optional[float], denominator: float) -> float:
     if numerator is None or not denominator or math.isnan(denominator):
         return float("nan")
     return numerator / denominator
+
+
+def memory_by_image_size(
+    name: str,
+    image: np.ndarray,
+    sizes: Sequence[Tuple[int, int]],
+    settings: BenchmarkSettings,
+    precision: str = "fp32",
+    weights: Optional[str] = None,
+) -> List[Dict]:
+    """
+    Peak memory of one ``DefaultPredictor`` call per image size: ``image`` resized to each
+    (width, height), one untimed call first, then the process's resident-set high-water mark
+    reset and measured around a second call (so each figure is the process's peak during that
+    call: model, libraries and the call's own allocations).
+
+    Returns:
+        list[dict]: per size "config", "precision", "image_size", "detections", "peak_rss_mb",
+        "masks_mb" (the returned ``pred_masks``) and "rss_vs_first" (peak over the first size's).
+    """
+    import cv2
+
+    predictor = _build(name, precision, settings, weights)
+    rows = []
+    for width, height in sizes:
+        resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+        predictor(resized)
+        gc.collect()
+        with PeakMemory(torch.device(settings.device)) as memory:
+            instances = predictor(resized)["instances"]
+        masks = instances.pred_masks
+        masks_mb = masks.nbytes / 2**20 if hasattr(masks, "nbytes") else float("nan")
+        rows.append(
+            {
+                "config": config_label(name),
+                "precision": precision,
+                "image_size": f"{width}x{height}",
+                "detections": len(instances),
+                "peak_rss_mb": memory.rss_mb,
+                "masks_mb": masks_mb,
+            }
+        )
+        del instances, masks
+    for row in rows:
+        row["rss_vs_first"] = row["peak_rss_mb"] / rows[0]["peak_rss_mb"]
+    return rows

@@ -69,6 +69,7 @@ class Yolact(nn.Module):
         postprocess: PostprocessSettings = PostprocessSettings(),
         fast_cpu_inference: bool = False,
         fast_cpu_dtype: str = "auto",
+        fast_cpu_compile: bool = False,
     ):
         """
         NOTE: this interface is experimental.
@@ -91,7 +92,10 @@ class Yolact(nn.Module):
             fast_cpu_inference (bool): the fast CPU inference path: BatchNorm folded into the
                 convs, channels_last activations, and autocast to ``fast_cpu_dtype``.
             fast_cpu_dtype (str): "bfloat16", "float32" (no autocast) or "auto" (bfloat16
-                where the CPU has AMX, else float32).
+                where the CPU has bf16 hardware, else float32; see
+                :func:`~yolact_d2.modeling.fast_cpu.resolve_fast_cpu_dtype`).
+            fast_cpu_compile (bool): on the fast CPU path, ``torch.compile`` the network
+                (:class:`~yolact_d2.modeling.fast_cpu.CompiledModule`).
         """
         super().__init__()
         self.backbone = backbone
@@ -121,7 +125,7 @@ class Yolact(nn.Module):
         )
         self.fast_cpu_inference = fast_cpu_inference
         self.fast_cpu_dtype = resolve_fast_cpu_dtype(fast_cpu_dtype)
-        self._inference_copy = InferenceCopy(self.fast_cpu_dtype)
+        self._inference_copy = InferenceCopy(self.fast_cpu_dtype, compile=fast_cpu_compile)
         # Checkpoints of yolact_d2 before the mask branch load into it, whatever loads them.
         self.register_load_state_dict_pre_hook(_upgrade_legacy_checkpoint)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
@@ -163,6 +167,7 @@ class Yolact(nn.Module):
             "postprocess": PostprocessSettings.from_config(cfg),
             "fast_cpu_inference": y.FAST_CPU_INFERENCE,
             "fast_cpu_dtype": y.FAST_CPU_DTYPE,
+            "fast_cpu_compile": y.FAST_CPU_COMPILE,
         }
 
     @property

@@ -1,0 +1,127 @@
+# Copyright (c) yolact_d2 contributors.
+"""
+int8 post-training quantisation (NNCF, OpenVINO): the IR written by quantize_int8 and
+tools/quantize.py carries the export's metadata, has int8 convolutions (and floating-point mask
+assembly), runs through ExportedPredictor like the fp32 export, and agrees with fp32.
+"""
+
+import glob
+import os
+import subprocess
+import sys
+
+import cv2
+import openvino
+import pytest
+
+from yolact_d2.benchmark.mask_iou import MaskAgreement
+from yolact_d2.data.datasets import tiny_coco_root
+from yolact_d2.deploy import INT8_FILE, ExportedPredictor, export_model, quantize_int8
+from yolact_d2.deploy.verify import pytorch_instances
+
+from common import REPO_ROOT, calibrate_detections, get_config, get_model
+
+CONFIG = "yolact_R_50_FPN_550.yaml"
+
+
+def _images(split, count):
+    files = sorted(glob.glob(os.path.join(tiny_coco_root(), split, "*.jpg")))[:count]
+    return [cv2.imread(f) for f in files]
+
+
+@pytest.fixture(scope="module")
+def int8_export(tmp_path_factory):
+    """(model, onnx path, int8 path) for the calibrated R50 (random weights)."""
+    model = get_model(CONFIG)
+    train = _images("train2017", 8)
+    calibrate_detections(model, [bgr[:, :, ::-1].copy() for bgr in train])
+    out = str(tmp_path_factory.mktemp("int8"))
+    onnx_path = export_model(get_config(CONFIG), model, "onnx", out, config_file=CONFIG)
+    return model, onnx_path, quantize_int8(onnx_path, train)
+
+
+def test_int8_ir_is_quantised_and_keeps_the_metadata(int8_export):
+    _, onnx_path, path = int8_export
+    assert path == os.path.join(os.path.dirname(onnx_path), INT8_FILE)
+    assert os.path.isfile(path[: -len(".xml")] + ".bin")
+    assert not [f for f in os.listdir(os.path.dirname(path)) if f.startswith(".int8_")]
+    model = openvino.Core().read_model(path)
+    ops = list(model.get_ordered_ops())
+    convs = [op for op in ops if op.get_type_name() == "Convolution"]
+    quantised = [
+        op
+        for op in convs
+        if op.input_value(0).get_node().get_type_name() == "FakeQuantize"
+        and op.input_value(1).get_node().get_type_name() in ("FakeQuantize", "Convert", "Multiply")
+    ]
+    assert len(convs) > 50 and len(quantised) == len(convs)
+    for matmul in (op for op in ops if op.get_type_name() == "MatMul"):
+        for value in matmul.input_values():
+            assert value.get_node().get_type_name() != "FakeQuantize"
+    predictor = ExportedPredictor(path, runtime="openvino")
+    fp32 = ExportedPredictor(onnx_path, runtime="openvino")
+    assert predictor.metadata["class_names"] == fp32.metadata["class_names"]
+    assert predictor.metadata["config"] == fp32.metadata["config"]
+    assert predictor.quantization["calibration_images"] == 8 and fp32.quantization is None
+
+
+def test_int8_agrees_with_fp32(int8_export):
+    model, _, path = int8_export
+    predictor = ExportedPredictor(path, runtime="openvino", num_threads=2)
+    agreement = MaskAgreement()
+    for bgr in _images("val2017", 6):
+        ours = predictor(bgr)["instances"]
+        assert set(ours.get_fields()) == {"pred_boxes", "scores", "pred_classes", "pred_masks"}
+        assert ours.image_size == bgr.shape[:2] and ours.pred_masks.dtype.is_floating_point is False
+        agreement.add(pytorch_instances(model, bgr), ours)
+    assert agreement.num_reference > 300
+    assert agreement.matched_fraction >= 0.8, agreement
+    assert agreement.mean_iou >= 0.9, agreement
+
+
+def test_int8_errors(int8_export, tmp_path):
+    _, onnx_path, path = int8_export
+    with pytest.raises(ValueError, match="runtime 'onnxruntime' cannot run"):
+        ExportedPredictor(path, runtime="onnxruntime")
+    with pytest.raises(ValueError, match="at least one calibration image"):
+        quantize_int8(onnx_path, [], str(tmp_path / "x.xml"))
+    bad = tmp_path / "bad.xml"
+    bad.write_text("<not an IR")
+    with pytest.raises(ValueError, match="not an OpenVINO IR"):
+        ExportedPredictor(str(bad), runtime="openvino")
+
+
+def test_quantize_tool_reports_bad_input(tmp_path):
+    tool = os.path.join(REPO_ROOT, "tools", "quantize.py")
+    cases = [
+        (["--config-file", "missing.yaml", "--output", str(tmp_path)], "missing.yaml"),
+        (
+            ["--config-file", os.path.join(REPO_ROOT, "configs", CONFIG), "--output", str(tmp_path),
+             "--onnx", str(tmp_path / "none.onnx")],
+            "none.onnx",
+        ),
+    ]  # fmt: skip
+    for args, needle in cases:
+        done = subprocess.run([sys.executable, tool, *args], capture_output=True, text=True)
+        assert done.returncode == 2 and needle in done.stderr and "Traceback" not in done.stderr
+
+
+def test_quantize_tool_end_to_end(tmp_path):
+    """The tool exports, quantises on training images and compares with fp32 on test images."""
+    tool = os.path.join(REPO_ROOT, "tools", "quantize.py")
+    config = os.path.join(REPO_ROOT, "configs", "demo", "yolact_R_18_synthetic.yaml")
+    args = [
+        sys.executable, tool, "--config-file", config, "--output", str(tmp_path),
+        "--calibration-images", "4", "--verify-images", "2",
+        "MODEL.WEIGHTS", "", "MODEL.YOLACT.NUM_CLASSES", "80",
+        "DATASETS.TRAIN", "('tiny_coco_train',)", "DATASETS.TEST", "('tiny_coco_val',)",
+    ]  # fmt: skip
+    done = subprocess.run(args, capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    path = done.stdout.strip().splitlines()[-1]
+    assert path == str(tmp_path / INT8_FILE) and os.path.isfile(tmp_path / "model.onnx")
+    assert "4 calibration images of tiny_coco_train" in done.stderr
+    assert "int8 vs fp32 PyTorch on 2 images of tiny_coco_val" in done.stderr
+    predictor = ExportedPredictor(path, runtime="openvino")
+    assert predictor.quantization["calibration_images"] == 4
+    assert len(predictor.class_names) == 80
