@@ -15,7 +15,6 @@ from yolact_d2.modeling.fast_cpu import (
     fold_batch_norms_,
     resolve_fast_cpu_dtype,
 )
-
 from yolact_d2.utils.cpu import cpu_flags
 
 from common import get_model

@@ -33,11 +33,13 @@ def main():
     parser.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args()
 
-    register_dataset_subset("tiny_coco_train_first8", "tiny_coco_train", args.num_images)
+    subset = f"tiny_coco_train_first{args.num_images}"  # first8 is registered by yolact_d2
+    register_dataset_subset(subset, "tiny_coco_train", args.num_images)
     cfg = get_cfg()
     yolact_d2.add_yolact_config(cfg)
     cfg.merge_from_file(args.config_file)
     cfg.MODEL.DEVICE = "cpu"
+    cfg.DATASETS.TRAIN = cfg.DATASETS.TEST = (subset,)
     cfg.merge_from_list(args.opts)
     cfg.freeze()
     setup_logger(name="yolact_d2")

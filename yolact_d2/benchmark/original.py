@@ -44,14 +44,17 @@ PARITY_BOX_TOLERANCE = 2.0
 def original_config(config_file: str, cfg) -> Optional[Dict]:
     """
     The original's config for a yolact_d2 YOLACT config: ``{"name": ..., "backbone_type": ...,
-    "overrides": {...}}`` with the class count and test-time thresholds of ``cfg``, or None where
-    the original has no such architecture (e.g. the R-18 demo config).
+    "overrides": {...}}`` with the input size, class count and test-time thresholds of ``cfg``
+    (prior scales are pixels of the input, so a smaller input keeps them, as
+    ``configs/tiny_coco`` does; the child checks they agree), or None where the original has no
+    such architecture (e.g. the R-18 demo config).
 
     Args:
-        config_file (str): the yolact_d2 config file (matched by file name).
+        config_file (str): the yolact_d2 config file (matched by file name, its own or that
+            of the first ``_BASE_`` config with a reference counterpart).
         cfg (CfgNode): the config it was loaded into, with any overrides.
     """
-    found = reference_config_name(config_file)
+    found = _reference_of(config_file)
     if found is None:
         return None
     name, backbone_type = found
@@ -60,7 +63,9 @@ def original_config(config_file: str, cfg) -> Optional[Dict]:
         "name": f"{name}_config",
         "backbone_type": backbone_type,
         "input_size": cfg.MODEL.YOLACT.INPUT_SIZE,
+        "pred_scales": [list(map(float, s)) for s in cfg.MODEL.YOLACT.PRIORS.SCALES],
         "overrides": {
+            "max_size": cfg.MODEL.YOLACT.INPUT_SIZE,
             "num_classes": cfg.MODEL.YOLACT.NUM_CLASSES + 1,
             "nms_top_k": test.TOP_K,
             "nms_conf_thresh": test.SCORE_THRESH,
@@ -68,6 +73,25 @@ def original_config(config_file: str, cfg) -> Optional[Dict]:
             "max_num_detections": test.DETECTIONS_PER_IMAGE,
         },
     }
+
+
+def _reference_of(config_file: str):
+    """:func:`reference_config_name` of the config or of the first ``_BASE_`` it derives from."""
+    import yaml
+
+    from .predictor import resolve_config_file
+
+    path = resolve_config_file(config_file)
+    for _ in range(16):
+        found = reference_config_name(path)
+        if found is not None:
+            return found
+        with open(path) as f:
+            base = (yaml.safe_load(f) or {}).get("_BASE_")
+        if not base:
+            return None
+        path = os.path.join(os.path.dirname(path), base)
+    return None
 
 
 def check_original_repo(repo: str) -> str:
@@ -142,10 +166,10 @@ def run_original(
         )
     with open(output) as f:
         report = json.load(f)
-    if report["max_size"] != config["input_size"]:
+    if report["pred_scales"] != config["pred_scales"]:
         raise ValueError(
-            f"the original's {config['name']} runs at {report['max_size']} px, the yolact_d2 "
-            f"config at {config['input_size']} px: not the same model"
+            f"the original's {config['name']} has prior scales {report['pred_scales']}, the "
+            f"yolact_d2 config {config['pred_scales']}: not the same model"
         )
     return report
 

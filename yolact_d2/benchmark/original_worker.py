@@ -118,6 +118,7 @@ def run(args) -> Dict:
         "detections": kept,
         "peak_rss_mb": memory.rss_mb,
         "max_size": cfg.max_size,
+        "pred_scales": [[float(s) for s in level] for level in cfg.backbone.pred_scales],
     }
 
 

@@ -404,3 +404,8 @@ def setup_datasets(cfg):
     """
     register_coco_datasets_from_config(cfg)
     return resolve_num_classes(cfg)
+
+
+# The 8 images configs/tiny_coco/yolact_R_50_FPN_overfit8.yaml trains and evaluates on, named
+# for every tool (train_net.py, the demo, the benchmark) and not only tools/overfit_tiny_coco.py.
+TINY_COCO_OVERFIT_SUBSET = register_dataset_subset("tiny_coco_train_first8", "tiny_coco_train", 8)
