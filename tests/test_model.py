@@ -219,3 +219,34 @@ def test_batched_inference_matches_single(r50):
         inter = (b.pred_masks & s.pred_masks).sum()
         union = (b.pred_masks | s.pred_masks).sum()
         assert union > 0 and inter / union > 0.999
+
+
+@pytest.mark.parametrize("chunk", [1, 2])
+def test_cpu_inference_chunks_are_one_call_per_chunk(r50, chunk, monkeypatch):
+    """MODEL.YOLACT.CPU_INFERENCE_CHUNK: a batch runs through the network in chunks, with the
+    outputs of separate calls on those chunks, stacked in order; training and chunk 0 run
+    the whole batch at once."""
+    x = torch.randn(3, 3, 550, 550, generator=torch.Generator().manual_seed(5))
+    calls = []
+    hook = r50.backbone.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    monkeypatch.setattr(r50, "cpu_inference_chunk", chunk)
+    try:
+        with torch.no_grad():
+            chunked = r50.predict(x)
+            parts = [r50._predict(x[i : i + chunk]) for i in range(0, 3, chunk)]
+            monkeypatch.setattr(r50, "cpu_inference_chunk", 0)
+            whole = r50.predict(x)
+    finally:
+        hook.remove()
+    sizes = [min(chunk, 3 - i) for i in range(0, 3, chunk)]
+    assert calls == sizes + sizes + [3]
+    for key in ("class_logits", "box_deltas", "coefficients", "prototypes"):
+        assert torch.equal(chunked[key], torch.cat([p[key] for p in parts])), key
+        torch.testing.assert_close(chunked[key], whole[key], rtol=1e-4, atol=1e-4)
+    assert chunked["features"].keys() == whole["features"].keys()
+    assert torch.equal(chunked["priors"], whole["priors"])
+
+
+def test_cpu_inference_chunk_must_not_be_negative():
+    with pytest.raises(ValueError, match="CPU_INFERENCE_CHUNK"):
+        get_model("yolact_R_50_FPN_550.yaml", ["MODEL.YOLACT.CPU_INFERENCE_CHUNK", -1])
