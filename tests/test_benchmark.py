@@ -71,7 +71,7 @@ def test_benchmark_tool_end_to_end(tmp_path, two_images):
         ["--configs", "yolact_R_50_FPN_550.yaml", MASK_RCNN, "--num-images", "2",
          "--warmup", "1", "--precision", "fp32", "bf16", "fast", "--threads", "1",
          "--iou-images", "1", "--eval-weights", str(weights), "none", "--eval-images", "2",
-         "--output", str(tmp_path / "out"), "--", *TINY_OPTS]
+         "--eval-dataset", "tiny_coco_val", "--output", str(tmp_path / "out"), "--", *TINY_OPTS]
     )  # fmt: skip
     rows = tool.main(args)
     # YOLACT in three precisions, Mask R-CNN in two ("fast" is YOLACT's path only).
@@ -323,9 +323,10 @@ def test_benchmark_tool_runtime_rows(tmp_path, two_images):
     torch.save({"model": predictor.model.state_dict()}, weights)
     args = tool.get_parser().parse_args(
         ["--configs", "yolact_R_50_FPN_550.yaml", "--num-images", "2", "--warmup", "1",
-         "--precision", "fp32", "bf16", "--runtime", "pytorch", "onnxruntime", "openvino",
-         "--threads", "1", "--iou-images", "2", "--no-stages", "--no-flops",
-         "--eval-weights", str(weights), "--eval-images", "2",
+         "--precision", "fp32", "bf16", "int8", "--runtime", "pytorch", "onnxruntime",
+         "openvino", "--threads", "1", "--iou-images", "2", "--no-stages", "--no-flops",
+         "--eval-weights", str(weights), "--eval-images", "2", "--eval-dataset", "tiny_coco_val",
+         "--calibration-dataset", "tiny_coco_train", "--int8-calibration-images", "4",
          "--output", str(tmp_path / "out"), "--", *opts]
     )  # fmt: skip
     rows = tool.main(args)
@@ -335,7 +336,9 @@ def test_benchmark_tool_runtime_rows(tmp_path, two_images):
         ("onnxruntime", "fp32"),
         ("openvino", "fp32"),
         ("openvino", "bf16"),
+        ("openvino", "int8"),
     ]
+    assert os.path.isfile(tmp_path / "out" / "export" / "yolact_R_50_FPN_550" / "model_int8.xml")
     fp32 = rows[0]
     for row in rows[2:]:
         assert row["speedup_vs_fp32"] == pytest.approx(fp32["median_ms"] / row["median_ms"])
@@ -347,3 +350,34 @@ def test_benchmark_tool_runtime_rows(tmp_path, two_images):
     assert os.path.isfile(tmp_path / "out" / "export" / "yolact_R_50_FPN_550" / "model.onnx")
     markdown = (tmp_path / "out" / "results.md").read_text()
     assert "| config | runtime | precision |" in markdown and "| onnxruntime |" in markdown
+
+
+def test_benchmark_tool_fast_fp32_calibrated_and_memory(tmp_path, two_images):
+    """--calibrate gives the random weights a trained model's workload, fp32-fast rows are the
+    compiled fast path in float32 (the same detections as fp32), and --memory-sizes reports one
+    call's peak memory per image size."""
+    tool = _load_tool("benchmark")
+    args = tool.get_parser().parse_args(
+        ["--configs", "demo/yolact_R_18_synthetic.yaml", "--num-images", "2", "--warmup", "1",
+         "--precision", "fp32", "fp32-fast", "--threads", "1", "--iou-images", "2",
+         "--no-stages", "--no-flops", "--calibrate", "2", "--memory-sizes", "64x48", "320x180",
+         "--output", str(tmp_path / "out")]
+    )  # fmt: skip
+    rows = tool.main(args)
+    speed, memory = rows[:2], rows[2:]
+    assert [r["precision"] for r in speed] == ["fp32", "fp32-fast"]
+    assert all(r["weights"] == "random (seeded), calibrated" for r in speed)
+    assert os.path.isfile(tmp_path / "out" / "calibrated" / "yolact_R_18_synthetic.pth")
+    assert speed[1]["same_vs_fp32"] == 1.0 and speed[1]["first_call_s"] > 0
+    assert [r["image_size"] for r in memory] == ["64x48", "320x180"]
+    assert all(r["detections"] > 0 and r["peak_rss_mb"] > 100 for r in memory)
+    assert memory[0]["rss_vs_first"] == 1.0 and memory[1]["masks_mb"] > memory[0]["masks_mb"]
+    markdown = (tmp_path / "out" / "results.md").read_text()
+    assert "| config | precision | image | detections |" in markdown
+    assert "avx" in markdown or "flags unknown" in markdown  # the CPU's flags are reported
+
+
+def test_memory_size_argument_is_checked():
+    tool = _load_tool("benchmark")
+    with pytest.raises(SystemExit, match="WIDTHxHEIGHT"):
+        tool._parse_size("1920by1080")

@@ -110,7 +110,10 @@ def get_parser() -> argparse.ArgumentParser:
         metavar="WEIGHTS",
         help="one checkpoint per config ('none' to skip) to report AP with",
     )
-    parser.add_argument("--eval-dataset", default="tiny_coco_val", help="registered dataset for AP")
+    parser.add_argument(
+        "--eval-dataset",
+        help="registered dataset for AP (default: each config's DATASETS.TEST[0])",
+    )
     parser.add_argument("--eval-images", type=int, help="evaluate AP on the first N images only")
     parser.add_argument(
         "--baseline",
@@ -145,14 +148,14 @@ def get_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="calibrate YOLACT's random weights on the first N images of --calibration-dataset "
-        "so that they detect like a trained model (realistic scores, boxes and masks; "
-        "0: as initialised, every prior passes the score pre-filter)",
+        help="calibrate YOLACT's random weights on the first N images of tiny_coco_train so "
+        "that they detect like a trained model (realistic scores, boxes and masks; 0: as "
+        "initialised, almost every prior passes the score pre-filter)",
     )
     parser.add_argument(
         "--calibration-dataset",
-        default="tiny_coco_train",
-        help="training images for --calibrate and for the int8 rows' activation ranges",
+        help="training images for the int8 rows' activation ranges (default: each config's "
+        "DATASETS.TRAIN[0] for --eval-weights, tiny_coco_train for random weights)",
     )
     parser.add_argument(
         "--int8-calibration-images",
@@ -207,13 +210,9 @@ def main(args) -> list:
                 "--runtime original needs --original-repo DIR (a dbolya/yolact checkout)"
             )
         args.original_repo = check_original_repo(args.original_repo)
-    calibration = quantization = None
+    calibration = None
     if args.calibrate > 0:
-        calibration = load_images(dataset_image_files(args.calibration_dataset, args.calibrate))
-    if "int8" in args.precision:
-        quantization = load_images(
-            dataset_image_files(args.calibration_dataset, args.int8_calibration_images)
-        )
+        calibration = load_images(dataset_image_files("tiny_coco_train", args.calibrate))
     logger.info(f"{len(images)} images; load average before: {cpu_load()}")
     objects = None
     if args.synthetic_dataset.lower() != "none" and not args.no_stages:
@@ -240,7 +239,8 @@ def main(args) -> list:
             image_files=files,
             original_repo=args.original_repo,
             calibration_images=calibration,
-            quantization_images=quantization,
+            int8_calibration_images=args.int8_calibration_images,
+            int8_calibration_dataset=args.calibration_dataset,
         )
         for config, config_weights in zip(args.configs, weights):
             rows += benchmark_config(config, args.precision, images, settings, config_weights)

@@ -137,11 +137,26 @@ def _label(row: Dict) -> str:
     return f"{row['config']} ({runtime}{row['precision']}, {row['threads']} thr)"
 
 
+def _speed_bars(ax, rows: Sequence[Dict]) -> None:
+    bars = ax.barh(range(len(rows)), [r["images_per_s"] for r in rows], color="tab:blue")
+    ax.set_yticks(range(len(rows)), [_label(r) for r in rows], fontsize=7)
+    ax.invert_yaxis()
+    for bar, row in zip(bars, rows):
+        ax.text(
+            bar.get_width(),
+            bar.get_y() + bar.get_height() / 2,
+            f" {row['images_per_s']:.1f}/s, {row['median_ms']:.0f} ms",
+            va="center",
+            fontsize=7,
+        )
+    ax.set_xlabel("images / s (end to end, DefaultPredictor)")
+    ax.margins(x=0.25)
+
+
 def plot_speed_vs_ap(rows: Sequence[Dict], path: str, title: str = "") -> None:
     """
-    Speed against mask AP, one point per row, as YOLACT's Figure 1 (FPS on x, mask AP on y).
-    Rows without AP cannot be placed: if none has one the figure shows speed bars only and
-    says so; otherwise the rows without AP are named in a note under the axes.
+    Every row's speed (images/s bars) and, where rows have a mask AP (trained weights), speed
+    against mask AP as YOLACT's Figure 1 (images/s on x, mask AP on y) in a second panel.
     """
     import matplotlib
 
@@ -149,41 +164,29 @@ def plot_speed_vs_ap(rows: Sequence[Dict], path: str, title: str = "") -> None:
     import matplotlib.pyplot as plt
 
     with_ap = [r for r in rows if not math.isnan(r.get("mask_ap", float("nan")))]
-    without_ap = [r for r in rows if r not in with_ap]
-    fig, ax = plt.subplots(figsize=(8, max(3.5, 0.45 * len(rows) + 1.5)))
+    height = max(3.5, 0.32 * len(rows) + 1.5)
+    panels = 2 if with_ap else 1
+    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, height), squeeze=False)
+    _speed_bars(axes[0][0], rows)
     if with_ap:
+        ax = axes[0][1]
         for row in with_ap:
-            ax.scatter(row["images_per_s"], row["mask_ap"], s=60)
+            ax.scatter(row["images_per_s"], row["mask_ap"], s=40)
             ax.annotate(
                 _label(row),
                 (row["images_per_s"], row["mask_ap"]),
-                fontsize=8,
-                xytext=(5, 4),
+                fontsize=7,
+                xytext=(4, 3),
                 textcoords="offset points",
             )
-        ax.set_xlabel("images / s (end to end, DefaultPredictor)")
-        ax.set_ylabel("mask AP")
-        if without_ap:
-            note = "no mask AP (not plotted): " + "; ".join(_label(r) for r in without_ap)
-            fig.text(0.01, 0.01, note, fontsize=7, wrap=True)
+        ax.set_xscale("log")
+        ax.set_xlabel("images / s (log scale)")
+        ax.set_ylabel("mask AP (trained weights, each on its own dataset)")
+        ax.margins(x=0.3, y=0.15)
     else:
-        labels = [_label(r) for r in rows]
-        speeds = [r["images_per_s"] for r in rows]
-        bars = ax.barh(range(len(rows)), speeds, color="tab:blue")
-        ax.set_yticks(range(len(rows)), labels, fontsize=8)
-        ax.invert_yaxis()
-        for bar, row in zip(bars, rows):
-            ax.text(
-                bar.get_width(),
-                bar.get_y() + bar.get_height() / 2,
-                f" {row['median_ms']:.0f} ms",
-                va="center",
-                fontsize=8,
-            )
-        ax.set_xlabel("images / s (end to end, DefaultPredictor)")
-        ax.set_title("mask AP not measured (no weights given): speed only", fontsize=9)
+        axes[0][0].set_title("mask AP not measured (no weights given): speed only", fontsize=9)
     if title:
-        fig.suptitle(title, fontsize=10)
+        fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -18,6 +18,7 @@ import torch
 from yolact_d2.utils.stages import POSTPROCESS_STAGES, STAGES
 
 from .accuracy import evaluate_ap
+from .images import dataset_image_files, load_images
 from .analysis import count_gflops, count_parameters
 from .calibration import calibrate_detections
 from .mask_iou import MaskAgreement
@@ -68,7 +69,8 @@ class BenchmarkSettings:
         iou_images (int): images on which non-fp32 masks are compared with fp32 ones.
         opts (list[str]): extra KEY VALUE config pairs for every config.
         output_dir (str): where evaluators write their files.
-        eval_dataset (str or None): registered dataset for AP (when weights are given).
+        eval_dataset (str or None): registered dataset for AP (when weights are given); None:
+            each config's ``DATASETS.TEST[0]``.
         eval_images (int or None): evaluate AP on the first images of ``eval_dataset`` only.
         synthetic_objects (list or None): per image, ground-truth (boxes, classes) to also
             time YOLACT's post-processing on detector-like outputs around them
@@ -81,8 +83,11 @@ class BenchmarkSettings:
         calibration_images (list[ndarray] or None): BGR images on which YOLACT's random
             weights are calibrated to detect like a trained model (:func:`calibrate_detections`)
             when no weights are given; None keeps them as initialised.
-        quantization_images (list[ndarray] or None): BGR training images the int8 rows
-            calibrate their activation ranges on.
+        int8_calibration_images (int): training images the int8 rows calibrate their
+            activation ranges on.
+        int8_calibration_dataset (str or None): where those come from; None: the config's
+            ``DATASETS.TRAIN[0]`` for trained weights (their own training data), tiny_coco's
+            train split for random weights.
     """
 
     warmup: int = 3
@@ -102,7 +107,8 @@ class BenchmarkSettings:
     image_files: Optional[List[str]] = None
     original_repo: Optional[str] = None
     calibration_images: Optional[List[np.ndarray]] = None
-    quantization_images: Optional[List[np.ndarray]] = None
+    int8_calibration_images: int = 32
+    int8_calibration_dataset: Optional[str] = None
 
 
 def _batches(images: Sequence[np.ndarray], batch_size: int) -> List[Sequence[np.ndarray]]:
@@ -235,7 +241,7 @@ def _build(name, precision, settings, weights, runtime="pytorch"):
             settings.seed,
             settings.threads,
             os.path.join(settings.output_dir, "export"),
-            settings.quantization_images,
+            _int8_images(name, settings, weights) if precision == "int8" else None,
         )
     return build_predictor(
         name, precision, settings.device, settings.opts, weights=weights, seed=settings.seed
@@ -255,6 +261,26 @@ def _row(name: str, cfg, precision: str, runtime: str, images, settings, weights
         "images": len(images),
         "weights": weights_label,
     }
+
+
+_TRAINING_IMAGES: Dict[Tuple[str, int], List[np.ndarray]] = {}
+# Weight files written by _calibrated_weights (random weights, not a trained model).
+_CALIBRATED: set = set()
+
+
+def _int8_images(name: str, settings: BenchmarkSettings, weights: Optional[str]):
+    """The int8 calibration images of a config (see ``int8_calibration_dataset``), BGR."""
+    dataset = settings.int8_calibration_dataset
+    if dataset is None:
+        cfg = load_config(name, settings.opts)
+        trained = weights is not None and weights not in _CALIBRATED
+        dataset = cfg.DATASETS.TRAIN[0] if trained and cfg.DATASETS.TRAIN else "tiny_coco_train"
+    key = (dataset, settings.int8_calibration_images)
+    if key not in _TRAINING_IMAGES:
+        files = dataset_image_files(dataset, settings.int8_calibration_images)
+        _TRAINING_IMAGES[key] = load_images(files)
+        logger.info(f"[{config_label(name)}] int8 calibration: {len(files)} images of {dataset}")
+    return _TRAINING_IMAGES[key]
 
 
 def _measure_original(
@@ -321,10 +347,10 @@ def _measure_precision(
             # The same end-to-end time with the synthetic post-processing in place of the real.
             total = row["median_ms"] - row["postprocess_ms"] + row["synthetic_postprocess_ms"]
             row["synthetic_postprocess_pct"] = 100 * row["synthetic_postprocess_ms"] / total
-    if weights and evaluate and settings.eval_dataset:
-        row.update(
-            evaluate_ap(predictor, settings.eval_dataset, settings.output_dir, settings.eval_images)
-        )
+    eval_dataset = settings.eval_dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
+    if weights and evaluate and eval_dataset:
+        row.update(evaluate_ap(predictor, eval_dataset, settings.output_dir, settings.eval_images))
+        row["eval_dataset"] = eval_dataset
     logger.info(f"[{label}] median {row['median_ms']:.1f} ms/image")
     return row
 
@@ -402,6 +428,7 @@ def _calibrated_weights(name: str, settings: BenchmarkSettings) -> str:
     path = os.path.join(directory, config_label(name).replace("/", "_") + ".pth")
     with atomic_open(path, "wb") as f:
         torch.save({"model": model.state_dict()}, f)
+    _CALIBRATED.add(path)
     logger.info(
         f"[{config_label(name)}] random weights calibrated on "
         f"{len(settings.calibration_images)} images: {path}"
@@ -481,7 +508,8 @@ def memory_by_image_size(
     Peak memory of one ``DefaultPredictor`` call per image size: ``image`` resized to each
     (width, height), one untimed call first, then the process's resident-set high-water mark
     reset and measured around a second call (so each figure is the process's peak during that
-    call: model, libraries and the call's own allocations).
+    call: model, libraries and the call's own allocations). Random weights are calibrated first
+    when ``settings.calibration_images`` are given (realistic boxes and masks).
 
     Returns:
         list[dict]: per size "config", "precision", "image_size", "detections", "peak_rss_mb",
@@ -489,6 +517,8 @@ def memory_by_image_size(
     """
     import cv2
 
+    if weights is None and settings.calibration_images:
+        weights = _calibrated_weights(name, settings)
     predictor = _build(name, precision, settings, weights)
     rows = []
     for width, height in sizes:
