@@ -18,9 +18,9 @@ import torch
 from yolact_d2.utils.stages import POSTPROCESS_STAGES, STAGES
 
 from .accuracy import evaluate_ap
-from .images import dataset_image_files, load_images
 from .analysis import count_gflops, count_parameters
 from .calibration import calibrate_detections
+from .images import dataset_image_files, load_images
 from .mask_iou import MaskAgreement
 from .original import (
     PARITY_BOX_TOLERANCE,
