@@ -98,13 +98,19 @@ def quantize_int8(
     # resizes and MatMuls, which here include the box decoding, Fast NMS's IoUs and the mask
     # assembly P C^T (quantising those cost the main job's model 16 mask AP).
     other_types = sorted({op.get_type_name() for op in model.get_ops()} - _QUANTISED_TYPES)
-    quantized = nncf.quantize(
-        model,
-        nncf.Dataset(images, lambda image: {"image": image}),
-        subset_size=len(images),
-        fast_bias_correction=fast_bias_correction,
-        ignored_scope=nncf.IgnoredScope(types=other_types, validate=False),
-    )
+    nncf_logger = logging.getLogger("nncf")
+    level = nncf_logger.level
+    nncf_logger.setLevel(logging.WARNING)  # one INFO line per operation left in float
+    try:
+        quantized = nncf.quantize(
+            model,
+            nncf.Dataset(images, lambda image: {"image": image}),
+            subset_size=len(images),
+            fast_bias_correction=fast_bias_correction,
+            ignored_scope=nncf.IgnoredScope(types=other_types, validate=False),
+        )
+    finally:
+        nncf_logger.setLevel(level)
     info = dict(metadata)
     info["quantization"] = json.dumps(
         {
