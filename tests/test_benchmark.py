@@ -381,3 +381,12 @@ def test_memory_size_argument_is_checked():
     tool = _load_tool("benchmark")
     with pytest.raises(SystemExit, match="WIDTHxHEIGHT"):
         tool._parse_size("1920by1080")
+
+
+def test_synthetic_postprocess_only_for_models_with_the_objects_classes():
+    from yolact_d2.benchmark.runner import _objects_fit
+
+    objects = [(torch.zeros(1, 4), torch.tensor([61])), (torch.zeros(0, 4), torch.zeros(0))]
+    assert _objects_fit(objects, 80)
+    assert not _objects_fit(objects, 4)  # a 4-class model has no class 61
+    assert not _objects_fit(None, 80)

@@ -166,23 +166,21 @@ def plot_speed_vs_ap(rows: Sequence[Dict], path: str, title: str = "") -> None:
     with_ap = [r for r in rows if not math.isnan(r.get("mask_ap", float("nan")))]
     height = max(3.5, 0.32 * len(rows) + 1.5)
     panels = 2 if with_ap else 1
-    fig, axes = plt.subplots(1, panels, figsize=(7 * panels, height), squeeze=False)
+    width = 7 * panels + (3 if with_ap else 0)  # room for the legend beside the AP panel
+    fig, axes = plt.subplots(1, panels, figsize=(width, height), squeeze=False)
     _speed_bars(axes[0][0], rows)
     if with_ap:
         ax = axes[0][1]
-        for row in with_ap:
-            ax.scatter(row["images_per_s"], row["mask_ap"], s=40)
-            ax.annotate(
-                _label(row),
-                (row["images_per_s"], row["mask_ap"]),
-                fontsize=7,
-                xytext=(4, 3),
-                textcoords="offset points",
-            )
+        markers = "osD^v<>pXP*h"
+        configs = list(dict.fromkeys(r["config"] for r in with_ap))
+        for i, row in enumerate(with_ap):
+            marker = markers[configs.index(row["config"]) % len(markers)]
+            ax.scatter(row["images_per_s"], row["mask_ap"], s=45, marker=marker, label=_label(row))
         ax.set_xscale("log")
         ax.set_xlabel("images / s (log scale)")
         ax.set_ylabel("mask AP (trained weights, each on its own dataset)")
-        ax.margins(x=0.3, y=0.15)
+        ax.margins(x=0.15, y=0.3)
+        ax.legend(fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     else:
         axes[0][0].set_title("mask AP not measured (no weights given): speed only", fontsize=9)
     if title:

@@ -66,7 +66,8 @@ class BenchmarkSettings:
         seed (int): seed of the random initialisation when no weights are given.
         stages (bool): time YOLACT's stages (a second pass over the images).
         flops (bool): count FLOPs (one traced forward on the first image).
-        iou_images (int): images on which non-fp32 masks are compared with fp32 ones.
+        iou_images (int): images on which non-fp32 masks are compared with fp32 ones (the
+            first timing images; for trained weights, the first of their evaluation dataset).
         opts (list[str]): extra KEY VALUE config pairs for every config.
         output_dir (str): where evaluators write their files.
         eval_dataset (str or None): registered dataset for AP (when weights are given); None:
@@ -263,6 +264,14 @@ def _row(name: str, cfg, precision: str, runtime: str, images, settings, weights
     }
 
 
+def _objects_fit(objects, num_classes: int) -> bool:
+    """Whether the synthetic post-processing's objects (boxes, classes) exist for this model."""
+    if objects is None:
+        return False
+    classes = [int(c.max()) for _, c in objects if len(c)]
+    return not classes or max(classes) < num_classes
+
+
 _TRAINING_IMAGES: Dict[Tuple[str, int], List[np.ndarray]] = {}
 # Weight files written by _calibrated_weights (random weights, not a trained model).
 _CALIBRATED: set = set()
@@ -342,7 +351,7 @@ def _measure_precision(
     if settings.stages and is_yolact(cfg) and runtime == "pytorch":
         row.update(profile_stages(predictor, images, settings.batch_size))
         row["postprocess_pct"] = 100 * row["postprocess_ms"] / row["median_ms"]
-        if settings.synthetic_objects is not None:
+        if _objects_fit(settings.synthetic_objects, cfg.MODEL.YOLACT.NUM_CLASSES):
             row.update(synthetic_postprocess(predictor, images, settings.synthetic_objects))
             # The same end-to-end time with the synthetic post-processing in place of the real.
             total = row["median_ms"] - row["postprocess_ms"] + row["synthetic_postprocess_ms"]
@@ -405,7 +414,16 @@ def benchmark_config(
             del predictor
         row.update(statistics)
         rows.append(row)
-    _add_mask_agreement(name, rows, images[: settings.iou_images], settings, weights)
+    agreement_images, source = images[: settings.iou_images], "timing images"
+    eval_dataset = settings.eval_dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
+    if evaluate and weights and eval_dataset and settings.iou_images > 0:
+        # A trained model is compared on its own validation images.
+        agreement_images = load_images(dataset_image_files(eval_dataset, settings.iou_images))
+        source = eval_dataset
+    _add_mask_agreement(name, rows, agreement_images, settings, weights)
+    for row in rows:
+        if "mask_iou_vs_fp32" in row:
+            row["iou_source"] = source
     return rows
 
 
@@ -438,8 +456,8 @@ def _calibrated_weights(name: str, settings: BenchmarkSettings) -> str:
 
 def _add_mask_agreement(name, rows, images, settings, weights) -> None:
     """
-    Mask IoU of every row but PyTorch fp32 against PyTorch fp32 on the first ``iou_images``
-    images.
+    Mask IoU of every row but PyTorch fp32 against PyTorch fp32 on ``images`` (the first
+    ``iou_images`` timing images; for trained weights, of their evaluation dataset).
     """
     others = [
         r
