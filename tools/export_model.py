@@ -19,7 +19,6 @@ sample image (--no-verify skips that).
 import argparse
 import logging
 import os
-import sys
 
 import cv2
 
@@ -28,7 +27,7 @@ from detectron2.utils.logger import setup_logger
 from yolact_d2.data import setup_datasets
 from yolact_d2.deploy import FORMATS, build_export_model, export_model
 from yolact_d2.deploy.verify import compare_with_pytorch
-from yolact_d2.engine.cli import ToolInputError, load_tool_config, tool_parser
+from yolact_d2.engine.cli import fail, tool_config_or_exit, tool_parser
 
 
 def parse_args(argv=None):
@@ -43,11 +42,6 @@ def parse_args(argv=None):
     parser.add_argument("--no-verify", action="store_true", help="skip the parity check")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)
-
-
-def fail(message: str):
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
 
 
 def sample_image_bgr(path):
@@ -65,10 +59,7 @@ def sample_image_bgr(path):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        cfg = load_tool_config(args.config_file, args.opts, cpu_fallback=False)
-    except ToolInputError as e:
-        fail(str(e))
+    cfg = tool_config_or_exit(args.config_file, args.opts, cpu_fallback=False)
     setup_logger(name="yolact_d2")
     logger = logging.getLogger("yolact_d2")
     cfg = setup_datasets(cfg)

@@ -20,7 +20,6 @@ or time it with tools/benchmark.py --precision int8 (which quantises the same wa
 import argparse
 import logging
 import os
-import sys
 
 from detectron2.utils.logger import setup_logger
 
@@ -28,7 +27,7 @@ from yolact_d2.benchmark import MaskAgreement, dataset_image_files, load_images
 from yolact_d2.data import setup_datasets
 from yolact_d2.deploy import ExportedPredictor, build_export_model, export_model, quantize_int8
 from yolact_d2.deploy.verify import pytorch_instances
-from yolact_d2.engine.cli import ToolInputError, load_tool_config, tool_parser
+from yolact_d2.engine.cli import fail, tool_config_or_exit, tool_parser
 
 
 def parse_args(argv=None):
@@ -52,11 +51,6 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
-def fail(message: str):
-    print(f"error: {message}", file=sys.stderr)
-    raise SystemExit(2)
-
-
 def _dataset_images(name: str, count: int, what: str):
     try:
         return load_images(dataset_image_files(name, count))
@@ -66,10 +60,7 @@ def _dataset_images(name: str, count: int, what: str):
 
 def main(argv=None):
     args = parse_args(argv)
-    try:
-        cfg = load_tool_config(args.config_file, args.opts, cpu_fallback=False)
-    except ToolInputError as e:
-        fail(str(e))
+    cfg = tool_config_or_exit(args.config_file, args.opts, cpu_fallback=False)
     if args.onnx and not os.path.isfile(args.onnx):
         fail(f"--onnx {args.onnx!r} does not exist")
     if args.calibration_images < 1:

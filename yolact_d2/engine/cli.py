@@ -3,12 +3,13 @@
 
 import argparse
 import os
+import sys
 
 import torch
 
 from detectron2.config import get_cfg
 
-__all__ = ["ToolInputError", "load_tool_config", "tool_parser"]
+__all__ = ["ToolInputError", "load_tool_config", "tool_parser", "fail", "tool_config_or_exit"]
 
 
 class ToolInputError(ValueError):
@@ -54,3 +55,17 @@ def tool_parser(doc: str) -> argparse.ArgumentParser:
     )
     parser.add_argument("--config-file", required=True, metavar="FILE", help="a YOLACT config")
     return parser
+
+
+def fail(message: str):
+    """A tool's bad-input exit: one ``error:`` line on stderr, exit code 2, no traceback."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def tool_config_or_exit(config_file: str, opts=(), cpu_fallback: bool = True):
+    """:func:`load_tool_config`, with a :class:`ToolInputError` ending the tool by :func:`fail`."""
+    try:
+        return load_tool_config(config_file, opts, cpu_fallback=cpu_fallback)
+    except ToolInputError as e:
+        fail(str(e))
