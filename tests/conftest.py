@@ -7,14 +7,15 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 # Two cores: keep each test process from oversubscribing them.
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+THREADS = max(1, min(2, os.cpu_count() or 1))
+torch.set_num_threads(THREADS)
 
 
 @pytest.fixture(autouse=True)
-def _restore_torch_threads():
-    """Tools run in-process (tools/benchmark.py --threads 1) set torch's thread count; the tests
-    after them would otherwise all run on one thread."""
-    threads = torch.get_num_threads()
+def _torch_threads():
+    """Every test starts on THREADS threads, whatever the tests or in-process tools before it
+    set (tools/benchmark.py --threads 1, ExportedPredictor(num_threads=...)): results that
+    depend on the thread count in their last bits (the pinned outputs) then do not depend on
+    which tests ran first."""
+    torch.set_num_threads(THREADS)
     yield
-    if torch.get_num_threads() != threads:
-        torch.set_num_threads(threads)

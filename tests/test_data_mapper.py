@@ -18,7 +18,13 @@ from yolact_d2.data import SquareResize, SyntheticSpec, YolactDatasetMapper
 from yolact_d2.data import dataset_mapper as dm
 from yolact_d2.data import tiny_coco_root, write_synthetic_split
 
-torch.set_num_threads(1)
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These tests ran on one thread since they were written (a module-level call that set it
+    for the whole session); now for this module's tests only."""
+    torch.set_num_threads(1)
+
 
 CROWD_IMAGE_ID = 87038  # tiny_coco val: 16 polygons and 1 crowd RLE, 640 x 480
 
