@@ -13,13 +13,14 @@ import sys
 import cv2
 import openvino
 import pytest
+import torch
 
 from yolact_d2.benchmark.mask_iou import MaskAgreement
 from yolact_d2.data.datasets import tiny_coco_root
-from yolact_d2.deploy import INT8_FILE, ExportedPredictor, export_model, quantize_int8
+from yolact_d2.deploy import INT8_FILE, ExportedPredictor, quantize_int8
 from yolact_d2.deploy.verify import pytorch_instances
 
-from common import REPO_ROOT, calibrate_detections, get_config, get_model
+from common import REPO_ROOT, calibrate_detections, get_model
 
 # Small and quick; on random weights (calibrated to detect) int8 is far noisier than on trained
 # ones, whose AP the benchmark measures (README "Speed": within 0.4 mask AP of fp32).
@@ -33,13 +34,23 @@ def _images(split, count):
 
 @pytest.fixture(scope="module")
 def int8_export(tmp_path_factory):
-    """(model, onnx path, int8 path) for the calibrated R-18 (random weights)."""
+    """(model, onnx path, int8 path) for the calibrated R-18 (random weights). NNCF runs in a
+    subprocess (tools/quantize.py): twice a pytest process that had run it crashed later."""
     model = get_model(CONFIG)
     train = _images("train2017", 8)
     calibrate_detections(model, [bgr[:, :, ::-1].copy() for bgr in train])
-    out = str(tmp_path_factory.mktemp("int8"))
-    onnx_path = export_model(get_config(CONFIG), model, "onnx", out, config_file=CONFIG)
-    return model, onnx_path, quantize_int8(onnx_path, train)
+    out = tmp_path_factory.mktemp("int8")
+    weights = out / "calibrated.pth"
+    torch.save({"model": model.state_dict()}, weights)
+    args = [
+        sys.executable, os.path.join(REPO_ROOT, "tools", "quantize.py"),
+        "--config-file", os.path.join(REPO_ROOT, "configs", CONFIG), "--output", str(out),
+        "--calibration-dataset", "tiny_coco_train", "--calibration-images", "8",
+        "--verify-images", "0", "MODEL.WEIGHTS", str(weights),
+    ]  # fmt: skip
+    done = subprocess.run(args, capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return model, str(out / "model.onnx"), done.stdout.strip().splitlines()[-1]
 
 
 def test_int8_ir_is_quantised_and_keeps_the_metadata(int8_export):

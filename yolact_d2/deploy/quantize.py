@@ -78,9 +78,6 @@ def quantize_int8(
     Returns:
         str: the written .xml file.
     """
-    import nncf
-    import openvino
-
     metadata = read_metadata(onnx_path)
     if json.loads(metadata.get("deformable_conv", "false")):
         raise ValueError(
@@ -93,6 +90,9 @@ def quantize_int8(
     if not images:
         raise ValueError("quantize_int8 needs at least one calibration image")
     output_path = output_path or os.path.join(os.path.dirname(onnx_path), INT8_FILE)
+    import nncf
+    import openvino
+
     model = openvino.Core().read_model(onnx_path)
     # Only the convolutions: NNCF would also quantise the inputs of elementwise ops, pooling,
     # resizes and MatMuls, which here include the box decoding, Fast NMS's IoUs and the mask
