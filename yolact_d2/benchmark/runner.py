@@ -264,6 +264,12 @@ def _row(name: str, cfg, precision: str, runtime: str, images, settings, weights
     }
 
 
+def _eval_dataset(settings: BenchmarkSettings, cfg) -> Optional[str]:
+    """The dataset AP (and trained models' agreement) is measured on: ``eval_dataset`` or the
+    config's ``DATASETS.TEST[0]``."""
+    return settings.eval_dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
+
+
 def _objects_fit(objects, num_classes: int) -> bool:
     """Whether the synthetic post-processing's objects (boxes, classes) exist for this model."""
     if objects is None:
@@ -356,7 +362,7 @@ def _measure_precision(
             # The same end-to-end time with the synthetic post-processing in place of the real.
             total = row["median_ms"] - row["postprocess_ms"] + row["synthetic_postprocess_ms"]
             row["synthetic_postprocess_pct"] = 100 * row["synthetic_postprocess_ms"] / total
-    eval_dataset = settings.eval_dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
+    eval_dataset = _eval_dataset(settings, cfg)
     if weights and evaluate and eval_dataset:
         row.update(evaluate_ap(predictor, eval_dataset, settings.output_dir, settings.eval_images))
         row["eval_dataset"] = eval_dataset
@@ -415,7 +421,7 @@ def benchmark_config(
         row.update(statistics)
         rows.append(row)
     agreement_images, source = images[: settings.iou_images], "timing images"
-    eval_dataset = settings.eval_dataset or (cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None)
+    eval_dataset = _eval_dataset(settings, cfg)
     if evaluate and weights and eval_dataset and settings.iou_images > 0:
         # A trained model is compared on its own validation images.
         agreement_images = load_images(dataset_image_files(eval_dataset, settings.iou_images))
