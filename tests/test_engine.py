@@ -11,6 +11,7 @@ import unittest
 import warnings
 from unittest import mock
 
+import pytest
 import torch
 import torchvision
 from torch import nn
@@ -653,6 +654,7 @@ class TestPrecisionAndSteps(unittest.TestCase):
         self.assertEqual(state["grad_scaler"]["scale"], 8.0)
         self.assertIn("optimizer", state)
 
+    @pytest.mark.cuda
     @unittest.skipIf(not torch.cuda.is_available(), "AMP needs CUDA")
     def test_amp_step_on_cuda(self):
         opts = ["SOLVER.AMP.ENABLED", True, "SOLVER.MAX_ITER", 1, "MODEL.DEVICE", "cuda"]

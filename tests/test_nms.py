@@ -140,6 +140,7 @@ def test_traditional_matches_brute_force(seed):
     assert got == brute_force_greedy(boxes, scores, 0.5, 0.3, 550, 25)
 
 
+@pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_fast_nms_cuda_matches_cpu():
     boxes, scores = random_candidates(200, 10, 3)

@@ -130,7 +130,7 @@ def export_program(
     with torch.no_grad():
         return torch.export.export(
             graph,
-            (_sample_image(sample_image),),
+            (_sample_image(sample_image).to(model.device),),
             dynamic_shapes={"image": {0: height, 1: width}},
             strict=False,
         )

@@ -2,6 +2,7 @@
 """What the command-line tools share: reading a config and checking the files it names."""
 
 import argparse
+import logging
 import os
 import sys
 
@@ -22,7 +23,7 @@ def load_tool_config(config_file: str, opts=(), cpu_fallback: bool = True):
     The config of a tool: Detectron2's defaults, the YOLACT keys, ``config_file``, then ``opts``
     (KEY VALUE ...). A missing config file or a local ``MODEL.WEIGHTS`` file that does not exist
     is a :class:`ToolInputError`; with ``cpu_fallback`` a CUDA device on a machine without CUDA
-    becomes "cpu", as in ``train_net.py``.
+    becomes "cpu" with a warning, as in ``train_net.py``.
 
     Returns:
         CfgNode: not frozen.
@@ -39,6 +40,9 @@ def load_tool_config(config_file: str, opts=(), cpu_fallback: bool = True):
     if weights and "://" not in weights and not os.path.isfile(weights):
         raise ToolInputError(f"MODEL.WEIGHTS {weights!r} does not exist")
     if cpu_fallback and cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
+        logging.getLogger(__name__).warning(
+            f"MODEL.DEVICE {cfg.MODEL.DEVICE!r}: CUDA is not available, running on CPU."
+        )
         cfg.MODEL.DEVICE = "cpu"
     return cfg
 

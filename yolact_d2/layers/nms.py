@@ -114,14 +114,16 @@ def _overlap(low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
     return upper.sub_(torch.maximum(low[:, :, None], low[:, None, :])).clamp_(min=0)
 
 
-@torch.library.custom_op("yolact_d2::fast_nms", mutates_args=())
-def _fast_nms_op(
+def fast_nms_implementation(
     boxes: torch.Tensor,
     scores: torch.Tensor,
     iou_threshold: float,
     top_k: int,
     max_num_detections: int,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """
+    The computation of ``torch.ops.yolact_d2.fast_nms`` (on any device); call :func:`fast_nms`.
+    """
     num_classes, num_candidates = scores.shape
     empty = scores.new_zeros((0,))
     if num_candidates == 0 or num_classes == 0:
@@ -134,6 +136,11 @@ def _fast_nms_op(
     # whether or not that box is itself suppressed (this is what makes it "fast").
     keep = max_iou_with_higher_scored(class_boxes) <= iou_threshold
     return _rank_kept(scores, order, keep, max_num_detections)
+
+
+_fast_nms_op = torch.library.custom_op("yolact_d2::fast_nms", mutates_args=())(
+    fast_nms_implementation
+)
 
 
 def _rank_kept(
