@@ -58,6 +58,7 @@ __all__ = [
     "cpu_values",
     "all_on_cuda",
     "to_fake_cuda",
+    "build_model_on_simulated_cuda",
 ]
 
 CUDA = torch.device("cuda", 0)
@@ -250,7 +251,14 @@ def _run_on_cpu(func, args, kwargs):
     if not on_cuda:
         return out
     if torch.Tag.inplace_view in func.tags:
-        raise NotImplementedError(f"{func} changes a tensor's shape in place: not simulated")
+        # (unsqueeze_, transpose_...): the values' metadata changed above; the simulated
+        # tensor's own (a CPU tensor to C++) is changed by the CPU kernel, the Python dispatch
+        # key excluded so that the call does not come back here.
+        with torch._C._ExcludeDispatchKeyGuard(
+            torch._C.DispatchKeySet(torch._C.DispatchKey.Python)
+        ):
+            func(*args, **kwargs)
+        return args[0]
     if "out" in kwargs:
         return kwargs["out"]
     if func._schema.is_mutable and _returns_self(func):
@@ -297,6 +305,9 @@ class SimulatedCuda(contextlib.AbstractContextManager):
             stack.enter_context(mock.patch(f"torch.cuda.{name}", lambda *a, **k: None))
         for name in ("max_memory_allocated", "memory_allocated", "max_memory_reserved"):
             stack.enter_context(mock.patch(f"torch.cuda.{name}", lambda *a, **k: 0))
+        stack.enter_context(
+            mock.patch("torch.cuda.get_device_name", lambda *a, **k: "simulated CUDA (CPU)")
+        )
         stack.enter_context(mock.patch("torch.autocast", _SimulatedCudaAutocast))
         stack.enter_context(_CudaCalls())
         return self
@@ -321,6 +332,19 @@ def to_simulated_cuda(module: torch.nn.Module) -> torch.nn.Module:
             if buffer is not None:
                 sub._buffers[name] = SimulatedCudaTensor(buffer)
     return module
+
+
+def build_model_on_simulated_cuda(cfg) -> torch.nn.Module:
+    """Detectron2's ``build_model``, where a config with ``MODEL.DEVICE`` "cuda" is built on the
+    CPU and then moved to simulated CUDA (what ``model.to("cuda")`` does on a GPU)."""
+    from detectron2.modeling import build_model
+
+    if not cfg.MODEL.DEVICE.startswith("cuda"):
+        return build_model(cfg)
+    cfg = cfg.clone()
+    cfg.defrost()
+    cfg.MODEL.DEVICE = "cpu"
+    return to_simulated_cuda(build_model(cfg))
 
 
 def to_fake_cuda(module: torch.nn.Module, mode) -> torch.nn.Module:

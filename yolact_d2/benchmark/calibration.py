@@ -123,7 +123,7 @@ def calibrate_detections(model, images, spreads=DETECTION_SPREADS):
             boxes = boxes[idx]
             coefficients = out["coefficients"][0][idx].clamp(-1 + 1e-6, 1 - 1e-6)
             prototypes = out["prototypes"][0]
-            inside = crop_masks(torch.ones((len(boxes), *prototypes.shape[1:])), boxes) > 0
+            inside = crop_masks(prototypes.new_ones((len(boxes), *prototypes.shape[1:])), boxes) > 0
             samples.append((torch.atanh(coefficients), prototypes.flatten(1), inside.flatten(1)))
 
         def logits(shift):

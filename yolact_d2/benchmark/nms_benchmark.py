@@ -26,6 +26,7 @@ from yolact_d2.layers import box_iou, build_nms, center_size_to_corners
 from yolact_d2.modeling.box_coder import decode_boxes
 from yolact_d2.modeling.postprocessing import select_candidates, suppress
 from yolact_d2.modeling.priors import YolactPriorGenerator
+from yolact_d2.utils.stages import synchronize
 
 from .accuracy import evaluate_ap
 from .predictor import build_predictor
@@ -69,6 +70,15 @@ class CandidateSet:
     scores: torch.Tensor
     candidates: torch.Tensor
     num_objects: int = -1
+
+    def to(self, device) -> "CandidateSet":
+        """The same set on ``device``."""
+        return CandidateSet(
+            self.boxes.to(device),
+            self.scores.to(device),
+            self.candidates.to(device),
+            self.num_objects,
+        )
 
 
 def _feature_sizes(input_size: int, num_levels: int = 5, first_level: int = 3) -> List[int]:
@@ -229,13 +239,17 @@ def model_candidate_sets(predictor, images: Sequence[np.ndarray]) -> List[Candid
 
 
 def _time_method(nms, candidate_set: CandidateSet, repeats: int) -> Tuple[float, Dict]:
-    """Median time of ``suppress`` over ``repeats`` (>= 1) runs after one warm-up run."""
+    """Median time of ``suppress`` over ``repeats`` (>= 1) runs after one warm-up run (CUDA
+    work waited for at both ends of each run)."""
     args = (candidate_set.boxes, candidate_set.scores, candidate_set.candidates, nms)
+    device = candidate_set.scores.device
     detections = suppress(*args)
     seconds = []
     for _ in range(repeats):
+        synchronize(device)
         start = time.perf_counter()
         suppress(*args)
+        synchronize(device)
         seconds.append(time.perf_counter() - start)
     return float(np.median(seconds)), detections
 

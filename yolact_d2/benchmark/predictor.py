@@ -40,8 +40,10 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__f
 # YOLACT only: "fp32-fast": the fast CPU path in float32 (BatchNorm folded, channels_last);
 # "fast": the fast CPU path with FAST_CPU_DTYPE "auto" (bf16 where the CPU has bf16
 # instructions); "int8": quantised, on OpenVINO. YOLACT's fast-path rows are compiled
-# (FAST_CPU_COMPILE; the compilation happens during the warm-up).
-PRECISIONS = ("fp32", "fp32-fast", "bf16", "fast", "int8")
+# (FAST_CPU_COMPILE; the compilation happens during the warm-up). On CUDA: "fp32", "bf16" and
+# "fp16" (float16 autocast, what SOLVER.AMP.ENABLED trains with).
+PRECISIONS = ("fp32", "fp32-fast", "bf16", "fast", "int8", "fp16")
+_CPU_YOLACT_PRECISIONS = ("fp32", "fp32-fast", "bf16", "fast", "int8")
 
 
 def resolve_config_file(name: str) -> str:
@@ -167,10 +169,12 @@ def input_description(cfg: CfgNode) -> str:
 def supported_precisions(cfg: CfgNode) -> Tuple[str, ...]:
     """
     The :data:`PRECISIONS` that apply: "fp32-fast" and "fast" are YOLACT's fast CPU path only,
-    "int8" YOLACT quantised and run on OpenVINO (``--runtime openvino``) only.
+    "int8" YOLACT quantised and run on OpenVINO (``--runtime openvino``) only, "fp16" CUDA only.
     """
-    if is_yolact(cfg) and cfg.MODEL.DEVICE == "cpu":
-        return PRECISIONS
+    if cfg.MODEL.DEVICE.startswith("cuda"):
+        return ("fp32", "bf16", "fp16")
+    if is_yolact(cfg):
+        return _CPU_YOLACT_PRECISIONS
     return ("fp32", "bf16")
 
 
@@ -186,7 +190,7 @@ def _precision_opts(cfg: CfgNode, precision: str) -> List:
         raise ValueError(
             "int8 is YOLACT quantised for OpenVINO: measure it with --runtime openvino"
         )
-    if precision == "fp32":
+    if precision in ("fp32", "fp16"):  # (fp16: autocast by BenchmarkPredictor, on CUDA)
         return ["MODEL.YOLACT.FAST_CPU_INFERENCE", False]
     dtype = {"fp32-fast": "float32", "bf16": "bfloat16", "fast": "auto"}[precision]
     return [
@@ -199,23 +203,25 @@ def _precision_opts(cfg: CfgNode, precision: str) -> List:
 class BenchmarkPredictor(YolactPredictor):
     """
     :class:`~yolact_d2.engine.YolactPredictor` (so :class:`DefaultPredictor`, whose
-    ``__call__`` is timed unchanged, and batched calls) that applies bf16 autocast around the
-    model where its precision asks for it: for Detectron2 models in "bf16", and for any model
-    on CUDA in "bf16" (YOLACT's own fast path is CPU-only).
+    ``__call__`` is timed unchanged, and batched calls) that applies autocast around the model
+    where its precision asks for it: for Detectron2 models in "bf16", and for any model on CUDA
+    in "bf16" and "fp16" (YOLACT's own fast path is CPU-only).
     """
 
     def __init__(self, cfg: CfgNode, precision: str = "fp32"):
         super().__init__(cfg)
         self.precision = precision
         self.device = torch.device(cfg.MODEL.DEVICE)
-        self._external_autocast = precision == "bf16" and (
-            not is_yolact(cfg) or self.device.type == "cuda"
-        )
+        self._autocast_dtype = None
+        if precision == "fp16":
+            self._autocast_dtype = torch.float16
+        elif precision == "bf16" and (not is_yolact(cfg) or self.device.type == "cuda"):
+            self._autocast_dtype = torch.bfloat16
 
     def autocast(self):
         """The autocast context the model runs under (a no-op unless needed)."""
-        if self._external_autocast:
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        if self._autocast_dtype is not None:
+            return torch.autocast(self.device.type, dtype=self._autocast_dtype)
         return contextlib.nullcontext()
 
 
