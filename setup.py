@@ -7,7 +7,9 @@ setup(
     version="0.1.0",
     description="YOLACT and YOLACT++ real-time instance segmentation as a Detectron2 extension",
     python_requires=">=3.9",
-    packages=find_packages(exclude=("tests", "tools", "configs")),
+    packages=find_packages(exclude=("tests", "tools")),
+    # The configs ship with the package (yolact_d2.model_zoo.get_config_file).
+    package_data={"yolact_d2": ["configs/*.yaml", "configs/*/*.yaml"]},
     # Detectron2 itself is not on PyPI and cannot be a normal requirement: install it first
     # (see README.md, or run dev/setup_env.sh which does it).
     install_requires=[

@@ -24,17 +24,15 @@ from datetime import timedelta
 
 import torch
 
-from detectron2.config import get_cfg
 from detectron2.engine import default_argument_parser, default_setup, launch
 from detectron2.engine.launch import DEFAULT_TIMEOUT
 from detectron2.evaluation import verify_results
 from detectron2.utils import comm
 from detectron2.utils.logger import setup_logger
 
-from yolact_d2 import add_yolact_config
 from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
-from yolact_d2.data import setup_datasets
 from yolact_d2.engine import YolactTrainer, apply_yolact_autoscale
+from yolact_d2.engine.cli import tool_config_or_exit
 
 logger = logging.getLogger("yolact_d2")
 
@@ -46,20 +44,12 @@ def setup(args):
     applied last, so ``OUTPUT_DIR/config.yaml`` holds the unscaled schedule, as with
     Detectron2's ``REFERENCE_WORLD_SIZE``; the scaled values are logged.
     """
-    cfg = get_cfg()
-    add_yolact_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.merge_from_list(args.opts)
-    fell_back_to_cpu = cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available()
-    if fell_back_to_cpu:
-        cfg.MODEL.DEVICE = "cpu"
+    # The file, the opts, the CPU fallback, DATASETS.REGISTER_COCO and NUM_CLASSES, before
+    # OUTPUT_DIR/config.yaml is written.
+    cfg = tool_config_or_exit(args.config_file, args.opts)
     cfg.freeze()
     setup_logger(cfg.OUTPUT_DIR, distributed_rank=comm.get_rank(), name="yolact_d2")
-    # DATASETS.REGISTER_COCO and NUM_CLASSES, before OUTPUT_DIR/config.yaml is written.
-    cfg = setup_datasets(cfg)
     default_setup(cfg, args)
-    if fell_back_to_cpu:
-        logger.warning("CUDA is not available: running on CPU (MODEL.DEVICE=cpu).")
     return apply_yolact_autoscale(cfg)
 
 

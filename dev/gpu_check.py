@@ -45,16 +45,12 @@ from detectron2.engine import hooks  # noqa: E402
 from detectron2.utils.logger import setup_logger  # noqa: E402
 
 import yolact_d2  # noqa: E402,F401
-from yolact_d2.benchmark import (  # noqa: E402
-    BenchmarkSettings,
-    dataset_image_files,
-    load_images,
-)
+from yolact_d2.benchmark import BenchmarkSettings, dataset_image_files, load_images  # noqa: E402
 from yolact_d2.benchmark.calibration import calibrate_detections  # noqa: E402
-from yolact_d2.benchmark.mask_iou import MaskAgreement  # noqa: E402
 from yolact_d2.benchmark.nms_benchmark import benchmark_nms, model_candidate_sets  # noqa: E402
 from yolact_d2.benchmark.predictor import build_predictor  # noqa: E402
 from yolact_d2.benchmark.runner import time_end_to_end  # noqa: E402
+from yolact_d2.evaluation.mask_agreement import MaskAgreement  # noqa: E402
 
 logger = logging.getLogger("gpu_check")
 

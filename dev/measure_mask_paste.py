@@ -40,7 +40,7 @@ class PastedGraph(YolactInferenceGraph):
         boxes, scores, classes, masks = super().forward(image)
         size = (image.shape[0], image.shape[1])
         pasted = F.interpolate(masks[None], size=size, mode="bilinear", align_corners=False)[0]
-        return boxes, scores, classes, pasted > self.model.postprocess.mask_threshold
+        return boxes, scores, classes, pasted > self.model.postprocess_settings.mask_threshold
 
 
 def main():

@@ -54,4 +54,10 @@ if ! "$VPY" -c "import yolact_d2" 2>/dev/null || [ setup.py -nt .venv/.yolact_d2
   pipq --no-build-isolation -e ".[dev,deploy]" --config-settings editable_mode=compat
   touch .venv/.yolact_d2_installed
 fi
+# Detectron2's dataset root ($DETECTRON2_DATASETS, default ./datasets): tiny_coco, the 100 real
+# COCO images the documented commands use, is linked there from the shared copy (not copied).
+if [ ! -e datasets/tiny_coco ] && [ -d ../shared/datasets/tiny_coco ]; then
+  ln -s ../../shared/datasets/tiny_coco datasets/tiny_coco
+  echo "[setup] linked datasets/tiny_coco -> ../shared/datasets/tiny_coco"
+fi
 echo "[setup] environment ready: $VPY"

@@ -5,16 +5,16 @@ import os
 
 import torch
 
-from detectron2.config import get_cfg
 from detectron2.modeling import build_model
 
-import yolact_d2
+import yolact_d2  # noqa: F401  (registers the model)
 from yolact_d2.benchmark.calibration import (  # noqa: F401  (used by the tests)
     BOX_GROWTH,
     DETECTION_SPREADS,
     calibrate_batch_norm,
     calibrate_detections,
 )
+from yolact_d2.engine.cli import load_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO_ROOT, "configs")
@@ -35,13 +35,8 @@ PLUS_CONFIGS = {
 
 def get_config(name: str, opts=()):
     """A frozen-free cfg for ``configs/<name>`` on CPU (or CUDA when available) with no weights."""
-    cfg = get_cfg()
-    yolact_d2.add_yolact_config(cfg)
-    cfg.merge_from_file(os.path.join(CONFIG_DIR, name))
-    cfg.MODEL.WEIGHTS = ""
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.merge_from_list(list(opts))
-    return cfg
+    base = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"]
+    return load_config(os.path.join(CONFIG_DIR, name), base + list(opts))
 
 
 def get_model(name: str, opts=(), seed: int = 0):

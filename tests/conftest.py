@@ -6,6 +6,15 @@ import pytest
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+# The one place the tests take tiny_coco from: $YOLACT_D2_TINY_COCO, else the shared copy beside
+# the checkout. Set before yolact_d2 is imported (it registers tiny_coco_* from it), and
+# inherited by the tools the tests run in subprocesses.
+TINY_COCO = os.environ.get("YOLACT_D2_TINY_COCO") or os.path.normpath(
+    os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "datasets", "tiny_coco"
+    )
+)
+os.environ["YOLACT_D2_TINY_COCO"] = TINY_COCO
 # Two cores: keep each test process from oversubscribing them.
 THREADS = max(1, min(2, os.cpu_count() or 1))
 torch.set_num_threads(THREADS)

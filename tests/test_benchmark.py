@@ -22,7 +22,7 @@ from yolact_d2.benchmark import (
     config_label,
     default_image_dir,
     image_files,
-    load_config,
+    load_config_spec,
     load_images,
     markdown_table,
     match_detections,
@@ -162,7 +162,7 @@ def test_synthetic_postprocess_runs_the_models_inference(two_images):
 
 
 def test_nms_benchmark_on_a_small_candidate_set():
-    cfg = load_config("yolact_R_50_FPN_550.yaml", ["MODEL.YOLACT.INPUT_SIZE", "128"])
+    cfg = load_config_spec("yolact_R_50_FPN_550.yaml", ["MODEL.YOLACT.INPUT_SIZE", "128"])
     priors = yolact_priors(cfg)
     assert priors.shape == (3 * (16 * 16 + 8 * 8 + 4 * 4 + 2 * 2 + 1), 4)
     objects = random_objects(3, torch.Generator().manual_seed(0), num_classes=5)
@@ -182,7 +182,7 @@ def test_nms_benchmark_on_a_small_candidate_set():
 
 
 def test_clustered_candidates_score_objects_above_background():
-    cfg = load_config("yolact_R_50_FPN_550.yaml")
+    cfg = load_config_spec("yolact_R_50_FPN_550.yaml")
     priors = yolact_priors(cfg)
     objects = torch.tensor([[0.2, 0.2, 0.6, 0.7]]), torch.tensor([17])
     boxes, logits = clustered_candidates(priors, *objects, torch.Generator().manual_seed(0))
@@ -224,7 +224,7 @@ def test_nms_tool_reports_ap_per_method_with_weights(tmp_path):
     assert {r["method"] for r in rows} >= {"Fast NMS", "traditional NMS"}
     for row in rows:
         nms_type = row["nms_type"]
-        cfg = load_config(
+        cfg = load_config_spec(
             "yolact_R_50_FPN_550.yaml",
             ["MODEL.YOLACT.INPUT_SIZE", "160", "MODEL.YOLACT.TEST.NMS_TYPE", nms_type,
              "DATASETS.TEST", (subset,), "OUTPUT_DIR", str(tmp_path / f"eval_{nms_type}")],
@@ -294,7 +294,7 @@ def test_config_specs_with_their_own_overrides():
         config_label(spec)
         == "mask_rcnn_R_50_FPN_1x[SCORE_THRESH_TEST=0.0,PIXEL_STD=(1.0, 2.0, 3.0)]"
     )
-    cfg = load_config(spec, ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.2"])  # global opts last
+    cfg = load_config_spec(spec, ["MODEL.ROI_HEADS.SCORE_THRESH_TEST", "0.2"])  # global opts last
     assert cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST == 0.2 and list(cfg.MODEL.PIXEL_STD) == [
         1.0,
         2.0,

@@ -12,8 +12,9 @@ from detectron2.structures import Boxes
 
 from yolact_d2.evaluation import instances_to_coco_results
 from yolact_d2.modeling import BoxLocalMasks
-from yolact_d2.modeling.mask_assembly import crop_masks, upsample_masks_dense
-from yolact_d2.modeling.postprocessing import instances_from_detections
+from yolact_d2.modeling.mask_assembly import crop_masks
+from yolact_d2.modeling.paste import paste_instances, upsample_masks_dense
+from yolact_d2.modeling.postprocessing import PostprocessSettings
 
 
 def _detections(n=6, size=(300, 500), seed=0):
@@ -53,9 +54,9 @@ def test_the_same_masks_as_the_dense_paste():
 def test_instances_switch_to_box_local_masks_above_the_budget():
     size = (300, 500)
     detections = _detections(size=size)
-    dense = instances_from_detections(detections, size, 0.5)
+    dense = paste_instances(detections, size, PostprocessSettings())
     assert isinstance(dense.pred_masks, torch.Tensor)
-    local = instances_from_detections(detections, size, 0.5, max_dense_mask_bytes=1000)
+    local = paste_instances(detections, size, PostprocessSettings(max_dense_mask_bytes=1000))
     assert isinstance(local.pred_masks, BoxLocalMasks)
     assert torch.equal(local.pred_masks.tensor, dense.pred_masks)
     shown = local[local.scores > 0.6]  # Instances indexing reaches the masks

@@ -549,12 +549,9 @@ def test_backbone_file_of_another_backbone_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("config", sorted({**V1_CONFIGS, **PLUS_CONFIGS}))
 def test_configs_name_their_imagenet_backbone(config):
-    from detectron2.config import get_cfg
+    from yolact_d2.config import get_yolact_cfg
 
-    import yolact_d2
-
-    cfg = get_cfg()
-    yolact_d2.add_yolact_config(cfg)
+    cfg = get_yolact_cfg()
     cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", config))
     assert cfg.MODEL.YOLACT.PRETRAINED_RECIPE
     if "DarkNet" in config:
@@ -572,12 +569,9 @@ def test_backbone_url_loads_from_the_cache(tmp_path, monkeypatch, caplog):
     ($FVCORE_CACHE/<url path>) is used, and nothing is downloaded."""
     from urllib.parse import urlparse
 
-    from detectron2.config import get_cfg
+    from yolact_d2.config import get_yolact_cfg
 
-    import yolact_d2
-
-    cfg = get_cfg()
-    yolact_d2.add_yolact_config(cfg)
+    cfg = get_yolact_cfg()
     cfg.merge_from_file(os.path.join(REPO_ROOT, "configs", "yolact_R_50_FPN_550.yaml"))
     url = cfg.MODEL.WEIGHTS
     monkeypatch.setenv("FVCORE_CACHE", str(tmp_path))

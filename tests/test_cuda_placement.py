@@ -13,7 +13,6 @@ dev/gpu_check.sh runs) and are skipped here.
 import copy
 import importlib
 import importlib.util
-import logging
 import numpy as np
 import os
 from unittest import mock
@@ -40,7 +39,8 @@ from detectron2.utils.events import EventStorage
 
 from yolact_d2.data import YolactDatasetMapper
 from yolact_d2.deploy.export import export_program
-from yolact_d2.engine.cli import load_tool_config
+from yolact_d2.engine import cli
+from yolact_d2.engine.cli import load_config
 from yolact_d2.engine.optimizer import build_yolact_optimizer
 from yolact_d2.engine.trainer import YolactAMPTrainer, YolactSimpleTrainer, YolactTrainer
 from yolact_d2.layers import build_nms
@@ -354,25 +354,20 @@ def test_detectron2_launch_picks_nccl_on_cuda_and_gloo_on_cpu():
 
 
 @pytest.mark.parametrize("device", ["cuda", "cuda:1"])
-def test_tools_fall_back_to_cpu_without_cuda(device, caplog, tmp_path):
-    """MODEL.DEVICE cuda on a machine without CUDA: the tools' config loader and train_net.py
-    run on the CPU and say so once."""
+def test_tools_fall_back_to_cpu_without_cuda(device, tmp_path):
+    """MODEL.DEVICE cuda on a machine without CUDA: the one config loader (the tools' and
+    train_net.py's) runs on the CPU and says so once; tools that must not fall back refuse."""
     config = os.path.join(CONFIG_DIR, "yolact_R_50_FPN_550.yaml")
     opts = ["MODEL.DEVICE", device, "MODEL.WEIGHTS", "", "OUTPUT_DIR", str(tmp_path)]
+    message = f"MODEL.DEVICE '{device}': CUDA is not available, running on CPU."
+    train_net = _load_train_net()
+    args = train_net.get_parser().parse_args(["--config-file", config] + opts)
     with mock.patch("torch.cuda.is_available", return_value=False):
-        with caplog.at_level(logging.WARNING):
-            cfg = load_tool_config(config, opts)
-        assert cfg.MODEL.DEVICE == "cpu"
-        assert [r.getMessage() for r in caplog.records if r.name.startswith("yolact_d2")] == [
-            f"MODEL.DEVICE '{device}': CUDA is not available, running on CPU."
-        ]
-        assert load_tool_config(config, opts, cpu_fallback=False).MODEL.DEVICE == device
-        train_net = _load_train_net()
-        args = train_net.get_parser().parse_args(["--config-file", config] + opts)
-        with mock.patch.object(train_net.logger, "warning") as warning:
-            cfg = train_net.setup(args)
-        assert cfg.MODEL.DEVICE == "cpu"
-        warning.assert_called_once_with("CUDA is not available: running on CPU (MODEL.DEVICE=cpu).")
+        for load in (lambda: load_config(config, opts), lambda: train_net.setup(args)):
+            with mock.patch.object(cli.logger, "warning") as warning:
+                assert load().MODEL.DEVICE == "cpu"
+            warning.assert_called_once_with(message)
+        assert load_config(config, opts, cpu_fallback=False).MODEL.DEVICE == device
 
 
 def _load_train_net():

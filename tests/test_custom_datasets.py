@@ -17,10 +17,9 @@ import uuid
 import cv2
 import pytest
 
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog
 
-from yolact_d2 import add_yolact_config
+from yolact_d2 import get_yolact_cfg
 from yolact_d2.data import (
     read_coco_categories,
     register_coco_datasets_from_config,
@@ -126,8 +125,7 @@ def train_entry(root, name):
 # Registration
 # ------------------------------------------------------------------------------------------
 def test_config_keys_and_command_line_literal():
-    cfg = get_cfg()
-    add_yolact_config(cfg)
+    cfg = get_yolact_cfg()
     assert cfg.DATASETS.REGISTER_COCO == [] and cfg.MODEL.YOLACT.NUM_CLASSES_FROM_DATA is False
     cfg.merge_from_list(
         ["DATASETS.REGISTER_COCO", '[["shapes_train","data/train.json","data/images"]]']

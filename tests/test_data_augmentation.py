@@ -4,10 +4,9 @@ import numpy as np
 import pytest
 from fvcore.transforms.transform import CropTransform, NoOpTransform, TransformList
 
-from detectron2.config import get_cfg
 from detectron2.data import transforms as T
 
-from yolact_d2.config import add_yolact_config
+from yolact_d2.config import get_yolact_cfg
 from yolact_d2.data.augmentation import (
     BilinearResizeTransform,
     Expand,
@@ -39,8 +38,7 @@ def _rect_mask(h, w, box):
 
 
 def _train_cfg(size=64):
-    cfg = get_cfg()
-    add_yolact_config(cfg)
+    cfg = get_yolact_cfg()
     cfg.INPUT.FORMAT = "RGB"
     cfg.MODEL.PIXEL_MEAN = list(MEAN_RGB)
     cfg.MODEL.YOLACT.INPUT_SIZE = size

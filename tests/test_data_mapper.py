@@ -9,11 +9,10 @@ import pytest
 import torch
 from fvcore.transforms.transform import CropTransform
 
-from detectron2.config import get_cfg
 from detectron2.data import DatasetCatalog, MetadataCatalog, build_detection_train_loader
 from detectron2.structures import BitMasks, BoxMode
 
-from yolact_d2.config import add_yolact_config
+from yolact_d2.config import get_yolact_cfg
 from yolact_d2.data import SquareResize, SyntheticSpec, YolactDatasetMapper
 from yolact_d2.data import dataset_mapper as dm
 from yolact_d2.data import tiny_coco_root, write_synthetic_split
@@ -30,8 +29,7 @@ CROWD_IMAGE_ID = 87038  # tiny_coco val: 16 polygons and 1 crowd RLE, 640 x 480
 
 
 def _cfg(size, augment=True):
-    cfg = get_cfg()
-    add_yolact_config(cfg)
+    cfg = get_yolact_cfg()
     cfg.INPUT.FORMAT = "RGB"
     cfg.MODEL.PIXEL_MEAN = [123.68, 116.78, 103.94]
     cfg.MODEL.YOLACT.INPUT_SIZE = size
@@ -78,10 +76,10 @@ def crowd_record():
 # --------------------------------------------------------------------------------------------
 def test_tiny_coco_root_default_and_override(monkeypatch):
     monkeypatch.delenv("YOLACT_D2_TINY_COCO", raising=False)
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    assert tiny_coco_root() == os.path.normpath(
-        os.path.join(repo, "..", "shared/datasets/tiny_coco")
-    )
+    monkeypatch.delenv("DETECTRON2_DATASETS", raising=False)
+    assert tiny_coco_root() == os.path.join("datasets", "tiny_coco")  # Detectron2's default root
+    monkeypatch.setenv("DETECTRON2_DATASETS", "/data")
+    assert tiny_coco_root() == "/data/tiny_coco"
     monkeypatch.setenv("YOLACT_D2_TINY_COCO", "/somewhere/else")
     assert tiny_coco_root() == "/somewhere/else"
 

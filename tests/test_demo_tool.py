@@ -22,8 +22,8 @@ from test_demo import load_demo_script
 from yolact_d2.data.synthetic import SyntheticSpec, ensure_synthetic_split
 from yolact_d2.engine import YolactPredictor
 from yolact_d2.engine.inference_demo import DemoInputError, list_image_files
+from yolact_d2.engine.prototypes import prototype_view, render_prototype_view
 from yolact_d2.utils.polygons import mask_to_polygons
-from yolact_d2.utils.prototypes import prototype_view, render_prototype_view
 
 from common import REPO_ROOT, calibrate_batch_norm, get_config
 

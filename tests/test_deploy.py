@@ -22,7 +22,6 @@ import pytest
 import torch
 from test_nms import random_candidates
 
-from yolact_d2.benchmark.mask_iou import match_detections
 from yolact_d2.data.datasets import tiny_coco_root
 from yolact_d2.deploy import (
     ExportedPredictor,
@@ -34,6 +33,7 @@ from yolact_d2.deploy import (
 from yolact_d2.deploy.export import program_to_onnx
 from yolact_d2.deploy.onnx_ops import DECOMPOSITIONS, MIN_OPSET, MIN_OPSET_DEFORMABLE
 from yolact_d2.deploy.verify import compare_with_pytorch, pytorch_instances
+from yolact_d2.evaluation.mask_agreement import match_detections
 from yolact_d2.layers import fast_nms
 
 from common import REPO_ROOT, calibrate_detections, get_config, get_model

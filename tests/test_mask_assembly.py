@@ -2,14 +2,8 @@
 import pytest
 import torch
 
-from yolact_d2.modeling.mask_assembly import (
-    assemble_masks,
-    box_crop_bounds,
-    crop_masks,
-    upsample_masks,
-    upsample_masks_dense,
-    upsample_masks_in_support,
-)
+from yolact_d2.modeling.mask_assembly import assemble_masks, box_crop_bounds, crop_masks
+from yolact_d2.modeling.paste import upsample_masks, upsample_masks_dense, upsample_masks_in_support
 
 
 def test_assemble_masks_is_sigmoid_of_linear_combination():

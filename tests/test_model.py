@@ -9,7 +9,6 @@ from detectron2.engine import DefaultPredictor
 from detectron2.structures import Instances
 
 from yolact_d2.modeling.backbone.resnet import deformable_block_indices
-from yolact_d2.modeling.postprocessing import detections_to_instances
 
 from common import PLUS_CONFIGS, V1_CONFIGS, calibrate_batch_norm, get_config, get_model
 
@@ -163,24 +162,38 @@ def test_default_predictor_on_a_real_photo():
     mean = torch.tensor([123.68, 116.78, 103.94]).view(1, 3, 1, 1)
     std = torch.tensor([58.40, 57.12, 57.38]).view(1, 3, 1, 1)
     with torch.no_grad():
-        ref = model.inference(model.predict((x - mean) / std), [(333, 417)])[0]
+        ref = model.postprocess(model.predict((x - mean) / std), [(333, 417)])[0]
     assert torch.equal(ref.pred_classes, inst.pred_classes)
     torch.testing.assert_close(ref.scores, inst.scores)
     assert torch.equal(ref.pred_masks, inst.pred_masks)
 
 
-def test_full_image_masks_are_not_squeezed_into_boxes():
+def _postprocess(model, boxes, classes, coefficients, prototypes, image_size):
+    """The model's own post-processing on made-up network outputs: one prior per detection,
+    placed on its box (zero box deltas decode to the prior), its class certain."""
+    n = len(boxes)
+    logits = torch.full((1, n, model.num_classes + 1), -10.0)
+    logits[0, torch.arange(n), torch.as_tensor(classes) + 1] = 10.0
+    outputs = {
+        "priors": torch.cat([(boxes[:, :2] + boxes[:, 2:]) / 2, boxes[:, 2:] - boxes[:, :2]], 1),
+        "box_deltas": torch.zeros((1, n, 4)),
+        "class_logits": logits,
+        "coefficients": coefficients[None],
+        "prototypes": prototypes[None],
+    }
+    instances = model.postprocess(outputs, [image_size])[0]
+    # Fast NMS applies no second score threshold (as the reference): every class of a prior
+    # that passed the pre-filter is a detection; the made-up ones are those with certain scores.
+    return instances[instances.scores > 0.5]
+
+
+def test_full_image_masks_are_not_squeezed_into_boxes(r50):
     """A mask assembled at a known place comes back at that place in the original image."""
     protos = torch.zeros(2, 20, 20)
     protos[0, 5:10, 10:15] = 1.0  # object in rows 5-9, cols 10-14 (prototype pixels)
     coeffs = torch.tensor([[20.0, 0.0]])
     boxes = torch.tensor([[0.5, 0.25, 0.75, 0.5]])  # the object's box, relative
-    dets = {
-        "scores": torch.tensor([0.9]),
-        "classes": torch.tensor([3]),
-        "indices": torch.tensor([0]),
-    }
-    inst = detections_to_instances(dets, boxes, coeffs, protos - 0.5 * (protos == 0), (40, 80))
+    inst = _postprocess(r50, boxes, [3], coeffs, protos - 0.5 * (protos == 0), (40, 80))
     mask = inst.pred_masks[0]
     ys, xs = torch.nonzero(mask, as_tuple=True)
     # 20 -> 40 rows (x2), 20 -> 80 cols (x4): rows 10..19, cols 40..59
@@ -189,17 +202,13 @@ def test_full_image_masks_are_not_squeezed_into_boxes():
     assert inst.pred_classes.tolist() == [3]
 
 
-def test_zero_area_boxes_are_dropped():
+def test_zero_area_boxes_are_dropped(r50):
     protos = torch.zeros(1, 8, 8)
     coeffs = torch.zeros(2, 1)
     boxes = torch.tensor([[0.1, 0.1, 0.5, 0.5], [0.3, 0.3, 0.301, 0.6]])
-    dets = {
-        "scores": torch.tensor([0.9, 0.8]),
-        "classes": torch.tensor([0, 1]),
-        "indices": torch.tensor([0, 1]),
-    }
-    inst = detections_to_instances(dets, boxes, coeffs, protos, (50, 50))
+    inst = _postprocess(r50, boxes, [0, 1], coeffs, protos, (50, 50))
     assert len(inst) == 1 and inst.pred_classes.tolist() == [0]
+    assert inst.pred_boxes.tensor.tolist() == [[5.0, 5.0, 25.0, 25.0]]
 
 
 def test_batched_inference_matches_single(r50):

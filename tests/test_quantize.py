@@ -15,10 +15,10 @@ import openvino
 import pytest
 import torch
 
-from yolact_d2.benchmark.mask_iou import MaskAgreement
 from yolact_d2.data.datasets import tiny_coco_root
 from yolact_d2.deploy import INT8_FILE, ExportedPredictor, quantize_int8
 from yolact_d2.deploy.verify import pytorch_instances
+from yolact_d2.evaluation.mask_agreement import MaskAgreement
 
 from common import REPO_ROOT, calibrate_detections, get_model
 

@@ -46,7 +46,7 @@ from yolact_d2.benchmark import (
     default_image_dir,
     image_files,
     is_yolact,
-    load_config,
+    load_config_spec,
     load_images,
     markdown_table,
     memory_by_image_size,
@@ -190,14 +190,14 @@ def _weights_per_config(args):
 
 
 def _default_baseline(configs):
-    others = [c for c in configs if not is_yolact(load_config(c))]
+    others = [c for c in configs if not is_yolact(load_config_spec(c))]
     return config_label(others[0]) if others else None
 
 
 def main(args) -> list:
     args.opts = [o for o in args.opts if o != "--"]
     logger = setup_logger(name="yolact_d2")
-    load_config(args.configs[0], args.opts)  # registers DATASETS.REGISTER_COCO for --dataset
+    load_config_spec(args.configs[0], args.opts)  # registers DATASETS.REGISTER_COCO for --dataset
     os.makedirs(args.output, exist_ok=True)
     if args.dataset:
         files = dataset_image_files(args.dataset, args.num_images)
@@ -250,7 +250,7 @@ def main(args) -> list:
         torch.set_num_threads(args.threads[0])
         sizes = [_parse_size(s) for s in args.memory_sizes]
         for config, config_weights in zip(args.configs, weights):
-            if is_yolact(load_config(config, args.opts)):
+            if is_yolact(load_config_spec(config, args.opts)):
                 memory_rows += memory_by_image_size(
                     config, images[0], sizes, settings, args.precision[0], config_weights
                 )

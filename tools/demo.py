@@ -35,9 +35,8 @@ import cv2
 
 from detectron2.utils.logger import setup_logger
 
-from yolact_d2.data import setup_datasets
 from yolact_d2.engine import YolactPredictor
-from yolact_d2.engine.cli import load_tool_config, tool_parser
+from yolact_d2.engine.cli import load_config, tool_parser
 from yolact_d2.engine.inference_demo import (
     Demo,
     DemoInputError,
@@ -106,11 +105,11 @@ def _check_arguments(args) -> None:
 
 
 def setup_cfg(args):
-    cfg = load_tool_config(args.config_file, args.opts)
+    cfg = load_config(args.config_file, args.opts)
     if args.confidence_threshold is not None:
         cfg.MODEL.YOLACT.TEST.DISPLAY_SCORE_THRESH = args.confidence_threshold
     cfg.freeze()
-    return setup_datasets(cfg)  # DATASETS.REGISTER_COCO (class names) and NUM_CLASSES
+    return cfg
 
 
 def run_images(args, demo: Demo, logger) -> None:

@@ -24,7 +24,6 @@ import cv2
 
 from detectron2.utils.logger import setup_logger
 
-from yolact_d2.data import setup_datasets
 from yolact_d2.deploy import FORMATS, build_export_model, export_model
 from yolact_d2.deploy.verify import compare_with_pytorch
 from yolact_d2.engine.cli import fail, tool_config_or_exit, tool_parser
@@ -62,7 +61,6 @@ def main(argv=None):
     cfg = tool_config_or_exit(args.config_file, args.opts, cpu_fallback=False)
     setup_logger(name="yolact_d2")
     logger = logging.getLogger("yolact_d2")
-    cfg = setup_datasets(cfg)
     bgr = sample_image_bgr(args.sample_image)
     image = bgr[:, :, ::-1].copy() if cfg.INPUT.FORMAT == "RGB" else bgr
     model = build_export_model(cfg)

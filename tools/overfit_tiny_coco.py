@@ -11,12 +11,11 @@ import argparse
 import os
 import time
 
-from detectron2.config import get_cfg
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
-import yolact_d2
-from yolact_d2.data import register_dataset_subset, setup_datasets
+from yolact_d2.data import register_dataset_subset
+from yolact_d2.engine.cli import tool_config_or_exit
 from yolact_d2.engine.overfit import loss_drop, plot_loss_curve, read_loss_history
 from yolact_d2.engine.trainer import YolactTrainer
 
@@ -35,16 +34,11 @@ def main():
 
     subset = f"tiny_coco_train_first{args.num_images}"  # first8 is registered by yolact_d2
     register_dataset_subset(subset, "tiny_coco_train", args.num_images)
-    cfg = get_cfg()
-    yolact_d2.add_yolact_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.DATASETS.TRAIN = cfg.DATASETS.TEST = (subset,)
-    cfg.merge_from_list(args.opts)
-    cfg.freeze()
     setup_logger(name="yolact_d2")
     setup_logger()
-    cfg = setup_datasets(cfg)  # DATASETS.REGISTER_COCO and NUM_CLASSES
+    data = ["MODEL.DEVICE", "cpu", "DATASETS.TRAIN", (subset,), "DATASETS.TEST", (subset,)]
+    cfg = tool_config_or_exit(args.config_file, data + list(args.opts))
+    cfg.freeze()
     seed_all_rng(None if cfg.SEED < 0 else cfg.SEED)  # as train_net.py's default_setup
     start = time.perf_counter()
     trainer = YolactTrainer(cfg)

@@ -14,18 +14,16 @@ the thread count; ``--top-ops N`` adds a table of the N operators with the most 
 """
 
 import argparse
-import os
 import statistics
 import sys
 import time
 
 import torch
 
-from detectron2.config import get_cfg
 from detectron2.utils.events import EventStorage
 
-import yolact_d2
 from yolact_d2.engine import YolactTrainer
+from yolact_d2.engine.cli import tool_config_or_exit
 from yolact_d2.utils.cpu import cpu_flags_summary
 
 
@@ -81,14 +79,8 @@ class PhaseTimer:
 
 def main(argv):
     args = parse_args(argv)
-    if not os.path.isfile(args.config_file):
-        sys.exit(f"error: config file '{args.config_file}' does not exist")
-    cfg = get_cfg()
-    yolact_d2.add_yolact_config(cfg)
-    cfg.merge_from_file(args.config_file)
-    cfg.MODEL.WEIGHTS = ""
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.merge_from_list(args.opts)
+    opts = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"] + list(args.opts)
+    cfg = tool_config_or_exit(args.config_file, opts)
     cfg.freeze()
     if args.threads:
         torch.set_num_threads(args.threads)

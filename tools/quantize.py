@@ -24,7 +24,6 @@ import os
 from detectron2.utils.logger import setup_logger
 
 from yolact_d2.benchmark import MaskAgreement, dataset_image_files, load_images
-from yolact_d2.data import setup_datasets
 from yolact_d2.deploy import ExportedPredictor, build_export_model, export_model, quantize_int8
 from yolact_d2.deploy.verify import pytorch_instances
 from yolact_d2.engine.cli import fail, tool_config_or_exit, tool_parser
@@ -67,7 +66,6 @@ def main(argv=None):
         fail("--calibration-images must be at least 1")
     setup_logger(name="yolact_d2")
     logger = logging.getLogger("yolact_d2")
-    cfg = setup_datasets(cfg)
     dataset = args.calibration_dataset or (cfg.DATASETS.TRAIN[0] if cfg.DATASETS.TRAIN else None)
     if not dataset:
         fail("the config has no DATASETS.TRAIN; name one with --calibration-dataset")

@@ -12,10 +12,7 @@ import sys
 
 import torch
 
-from detectron2.config import get_cfg
-
-import yolact_d2
-from yolact_d2.data import setup_datasets
+from yolact_d2.engine.cli import tool_config_or_exit
 from yolact_d2.engine.demo import run_synthetic_demo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,13 +20,10 @@ CONFIG = os.path.join(ROOT, "configs", "demo", "yolact_R_18_synthetic.yaml")
 
 
 def main(opts):
-    cfg = get_cfg()
-    yolact_d2.add_yolact_config(cfg)
-    cfg.merge_from_file(CONFIG)
-    cfg.MODEL.DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-    cfg.merge_from_list(opts)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    cfg = tool_config_or_exit(CONFIG, ["MODEL.DEVICE", device] + list(opts))
     cfg.freeze()
-    out = run_synthetic_demo(setup_datasets(cfg))
+    out = run_synthetic_demo(cfg)
     segm, bbox = out["results"].get("segm", {}), out["results"].get("bbox", {})
     print(
         f"\nmask AP {segm.get('AP', float('nan')):.1f}  box AP {bbox.get('AP', float('nan')):.1f}"

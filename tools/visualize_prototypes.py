@@ -22,10 +22,9 @@ import cv2
 from detectron2.modeling import build_model
 
 from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
-from yolact_d2.data import setup_datasets
-from yolact_d2.engine.cli import ToolInputError, load_tool_config, tool_parser
+from yolact_d2.engine.cli import ToolInputError, load_config, tool_parser
 from yolact_d2.engine.inference_demo import metadata_of
-from yolact_d2.utils.prototypes import prototype_view, render_prototype_view
+from yolact_d2.engine.prototypes import prototype_view, render_prototype_view
 
 
 def get_parser():
@@ -47,14 +46,13 @@ def fail(message: str) -> int:
 def main(argv=None) -> int:
     args = get_parser().parse_args(argv)
     try:
-        cfg = load_tool_config(args.config_file, args.opts)
+        cfg = load_config(args.config_file, args.opts)
     except ToolInputError as e:
         return fail(str(e))
     if not os.path.isfile(args.input):
         return fail(f"input {args.input!r} does not exist")
     if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
         return fail(f"--output {args.output!r}: its directory does not exist")
-    cfg = setup_datasets(cfg)
     bgr = cv2.imread(args.input, cv2.IMREAD_COLOR)
     if bgr is None:
         return fail(f"cannot read image {args.input!r}")

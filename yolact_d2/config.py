@@ -2,8 +2,16 @@
 """YOLACT options for Detectron2's yacs config."""
 
 from detectron2.config import CfgNode as CN
+from detectron2.config import get_cfg
 
-__all__ = ["add_yolact_config"]
+__all__ = ["add_yolact_config", "get_yolact_cfg"]
+
+
+def get_yolact_cfg():
+    """Detectron2's default config with every YOLACT option added (a new, unfrozen copy)."""
+    cfg = get_cfg()
+    add_yolact_config(cfg)
+    return cfg
 
 
 def add_yolact_config(cfg):

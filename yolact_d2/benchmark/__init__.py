@@ -5,11 +5,12 @@ FLOPs, YOLACT's stage breakdown, fast-path agreement, AP), and the NMS variants 
 The command-line entry points are ``tools/benchmark.py`` and ``tools/benchmark_nms.py``.
 """
 
+from yolact_d2.evaluation.mask_agreement import MaskAgreement, mask_ious, match_detections
+
 from .accuracy import dataset_subset, evaluate_ap
 from .analysis import count_gflops, count_parameters
 from .calibration import calibrate_batch_norm, calibrate_detections
 from .images import dataset_image_files, default_image_dir, image_files, load_images
-from .mask_iou import MaskAgreement, mask_ious, match_detections
 from .nms_benchmark import (
     NMS_METHODS,
     CandidateSet,
@@ -31,7 +32,7 @@ from .predictor import (
     config_label,
     input_description,
     is_yolact,
-    load_config,
+    load_config_spec,
     load_weights,
     parse_config_spec,
     resolve_config_file,

@@ -14,9 +14,7 @@ import numpy as np
 
 import torch
 
-from yolact_d2.modeling.box_coder import decode_boxes
 from yolact_d2.modeling.mask_assembly import crop_masks
-from yolact_d2.modeling.postprocessing import detect
 
 __all__ = ["DETECTION_SPREADS", "BOX_GROWTH", "calibrate_batch_norm", "calibrate_detections"]
 
@@ -118,10 +116,10 @@ def calibrate_detections(model, images, spreads=DETECTION_SPREADS):
         samples = []
         for x in inputs:
             out = model.predict(x)
-            boxes = decode_boxes(out["box_deltas"][0], out["priors"], model.box_variances)
-            idx = detect(out["class_logits"][0], boxes, model._nms, 0.05)["indices"]
-            boxes = boxes[idx]
-            coefficients = out["coefficients"][0][idx].clamp(-1 + 1e-6, 1 - 1e-6)
+            detections = model.postprocess(out, [x.shape[-2:]], until="detections")[0]
+            boxes = detections["boxes"]
+            coefficients = out["coefficients"][0][detections["indices"]]
+            coefficients = coefficients.clamp(-1 + 1e-6, 1 - 1e-6)
             prototypes = out["prototypes"][0]
             inside = crop_masks(prototypes.new_ones((len(boxes), *prototypes.shape[1:])), boxes) > 0
             samples.append((torch.atanh(coefficients), prototypes.flatten(1), inside.flatten(1)))

@@ -231,7 +231,7 @@ def model_candidate_sets(predictor, images: Sequence[np.ndarray]) -> List[Candid
                 _candidate_set(
                     boxes[0].cpu(),
                     outputs["class_logits"][0].cpu(),
-                    model.postprocess.score_threshold,
+                    model.postprocess_settings.score_threshold,
                     -1,
                 )
             )

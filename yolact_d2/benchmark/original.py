@@ -19,9 +19,9 @@ import torch
 from detectron2.structures import Boxes, Instances
 
 from yolact_d2.checkpoint import reference_config_name, to_reference_state_dict
+from yolact_d2.evaluation.mask_agreement import MaskAgreement
 from yolact_d2.utils.file_io import atomic_open
 
-from .mask_iou import MaskAgreement
 from .timing import latency_stats
 
 __all__ = [

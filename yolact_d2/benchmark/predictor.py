@@ -12,10 +12,10 @@ import torch
 
 from detectron2 import model_zoo
 from detectron2.checkpoint import DetectionCheckpointer
-from detectron2.config import CfgNode, get_cfg
+from detectron2.config import CfgNode
 
-from yolact_d2.config import add_yolact_config
-from yolact_d2.data.datasets import setup_datasets
+from yolact_d2.engine.cli import load_config
+from yolact_d2.model_zoo import CONFIG_DIR
 from yolact_d2.engine.predictor import YolactPredictor
 
 __all__ = [
@@ -23,7 +23,7 @@ __all__ = [
     "CONFIG_PRESETS",
     "resolve_config_file",
     "parse_config_spec",
-    "load_config",
+    "load_config_spec",
     "is_yolact",
     "config_label",
     "input_description",
@@ -33,7 +33,6 @@ __all__ = [
     "load_weights",
 ]
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 # "fp32": the default model (for YOLACT the exact path, bit-identical to the reference);
 # "bf16": bfloat16 autocast (for YOLACT its fast CPU path with FAST_CPU_DTYPE "bfloat16");
@@ -54,14 +53,14 @@ def resolve_config_file(name: str) -> str:
     Returns:
         str: the config file's path.
     """
-    for path in (name, os.path.join(_REPO_ROOT, "configs", name)):
+    for path in (name, os.path.join(CONFIG_DIR, name)):
         if os.path.isfile(path):
             return path
     try:
         return model_zoo.get_config_file(name)
     except RuntimeError as e:
         raise FileNotFoundError(
-            f"{name!r} is neither a file, nor in {os.path.join(_REPO_ROOT, 'configs')}, nor a "
+            f"{name!r} is neither a file, nor in {CONFIG_DIR}, nor a "
             "Detectron2 model-zoo config"
         ) from e
 
@@ -121,7 +120,7 @@ def parse_config_spec(spec: str) -> Tuple[str, List[str], List[str]]:
     return name, opts, descriptions
 
 
-def load_config(spec: str, opts: Sequence[str] = (), device: str = "cpu") -> CfgNode:
+def load_config_spec(spec: str, opts: Sequence[str] = (), device: str = "cpu") -> CfgNode:
     """
     A config with YOLACT's options added (harmless for other models), no weights (random
     initialisation) and the given device; the spec's own overrides (see
@@ -135,13 +134,8 @@ def load_config(spec: str, opts: Sequence[str] = (), device: str = "cpu") -> Cfg
         device (str): "cpu" or "cuda".
     """
     name, spec_opts, _ = parse_config_spec(spec)
-    cfg = get_cfg()
-    add_yolact_config(cfg)
-    cfg.merge_from_file(resolve_config_file(name))
-    cfg.MODEL.WEIGHTS = ""
-    cfg.MODEL.DEVICE = device
-    cfg.merge_from_list(spec_opts + list(opts))
-    return setup_datasets(cfg)
+    base = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", device]
+    return load_config(resolve_config_file(name), base + spec_opts + list(opts), cpu_fallback=False)
 
 
 def is_yolact(cfg: CfgNode) -> bool:
@@ -255,7 +249,7 @@ def build_predictor(
         weights (str or None): checkpoint to load.
         seed (int): seed of the random initialisation.
     """
-    cfg = load_config(name, opts, device)
+    cfg = load_config_spec(name, opts, device)
     cfg.merge_from_list(_precision_opts(cfg, precision))
     torch.manual_seed(seed)
     predictor = BenchmarkPredictor(cfg, precision)

@@ -15,13 +15,13 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 
+from yolact_d2.evaluation.mask_agreement import MaskAgreement
 from yolact_d2.utils.stages import POSTPROCESS_STAGES, STAGES
 
 from .accuracy import evaluate_ap
 from .analysis import count_gflops, count_parameters
 from .calibration import calibrate_detections
 from .images import dataset_image_files, load_images
-from .mask_iou import MaskAgreement
 from .original import (
     PARITY_BOX_TOLERANCE,
     PARITY_SCORE_TOLERANCE,
@@ -36,7 +36,7 @@ from .predictor import (
     config_label,
     input_description,
     is_yolact,
-    load_config,
+    load_config_spec,
     parse_config_spec,
     supported_precisions,
 )
@@ -287,7 +287,7 @@ def _int8_images(name: str, settings: BenchmarkSettings, weights: Optional[str])
     """The int8 calibration images of a config (see ``int8_calibration_dataset``), BGR."""
     dataset = settings.int8_calibration_dataset
     if dataset is None:
-        cfg = load_config(name, settings.opts)
+        cfg = load_config_spec(name, settings.opts)
         trained = weights is not None and weights not in _CALIBRATED
         dataset = cfg.DATASETS.TRAIN[0] if trained and cfg.DATASETS.TRAIN else "tiny_coco_train"
     key = (dataset, settings.int8_calibration_images)
@@ -386,7 +386,7 @@ def benchmark_config(
     Returns:
         list[dict]: one row per (runtime, precision).
     """
-    cfg = load_config(name, settings.opts, settings.device)
+    cfg = load_config_spec(name, settings.opts, settings.device)
     supported = supported_precisions(cfg)
     jobs = []
     if "pytorch" in settings.runtimes:

@@ -13,16 +13,19 @@ from typing import Dict, Optional, Sequence, Tuple
 
 from detectron2.config import CfgNode
 
+from yolact_d2.deploy.predictor import ONNX_RUNTIMES
+
 from .predictor import build_predictor, config_label
 
 __all__ = ["RUNTIMES", "RuntimePredictor", "build_runtime_predictor", "runtime_precisions"]
 
 logger = logging.getLogger(__name__)
 
-# "pytorch" is the PyTorch model in each --precision; "onnxruntime" and "openvino" run the
-# exported ONNX model; "original" is the original implementation (dbolya/yolact) on the same
-# weights, in fp32 (:mod:`yolact_d2.benchmark.original`).
-RUNTIMES = ("pytorch", "onnxruntime", "openvino", "original")
+# The benchmark's rows: "pytorch" is the PyTorch model in each --precision; the ONNX runtimes
+# (:data:`~yolact_d2.deploy.ONNX_RUNTIMES`) run the exported ONNX model; "original" is the
+# original implementation (dbolya/yolact) on the same weights, in fp32
+# (:mod:`yolact_d2.benchmark.original`).
+RUNTIMES = ("pytorch",) + ONNX_RUNTIMES + ("original",)
 
 
 def runtime_precisions(runtime: str, precisions: Sequence[str]) -> Tuple[str, ...]:

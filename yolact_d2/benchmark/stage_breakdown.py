@@ -87,7 +87,7 @@ def synthetic_postprocess(
                 outputs, class_logits=logits[None].to(model.device), box_deltas=deltas[None]
             )
             with StageRecorder(model.device) as recorder:
-                (instances,) = model.inference(outputs, [(inputs["height"], inputs["width"])])
+                (instances,) = model.postprocess(outputs, [(inputs["height"], inputs["width"])])
             seconds = recorder.seconds()
             for s in POSTPROCESS_STAGES:
                 per_stage[s].append(seconds[s])

@@ -49,10 +49,6 @@ KeySpec = Dict[str, Shape]
 # Hyper-parameters of the reference that the checkpoint's shapes may override.
 _DEFAULT_NUM_CLASSES = 80
 _DEFAULT_NUM_PROTOTYPES = 32
-# The yolact_d2 configs of the reference architectures (their models give the expected keys).
-_CONFIG_DIR = os.path.join(
-    os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "configs"
-)
 # Number of errors of each kind quoted in an error message.
 _MAX_QUOTED = 5
 
@@ -152,14 +148,13 @@ def _expected_keys(
 
 @functools.lru_cache(maxsize=32)
 def _expected_keys_cached(layout, num_classes, num_prototypes, semantic_seg):
-    from detectron2.config import get_cfg
     from detectron2.modeling import build_model
 
-    from yolact_d2.config import add_yolact_config
+    from yolact_d2.config import get_yolact_cfg
+    from yolact_d2.model_zoo import get_config_file
 
-    cfg = get_cfg()
-    add_yolact_config(cfg)
-    cfg.merge_from_file(os.path.join(_CONFIG_DIR, layout.variants[0][1]))
+    cfg = get_yolact_cfg()
+    cfg.merge_from_file(get_config_file(layout.variants[0][1]))
     cfg.MODEL.WEIGHTS = ""
     cfg.MODEL.DEVICE = "meta"
     cfg.MODEL.YOLACT.NUM_CLASSES = num_classes

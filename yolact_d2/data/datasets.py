@@ -27,22 +27,20 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-
 def tiny_coco_root() -> str:
     """
     The one place that says where tiny_coco is.
 
     Returns:
-        str: ``$YOLACT_D2_TINY_COCO`` if set, else ``<repo root>/../shared/datasets/tiny_coco``.
-        The directory holds ``annotations/instances_{train,val}2017.json``, ``train2017/`` and
-        ``val2017/``.
+        str: ``$YOLACT_D2_TINY_COCO`` if set, else ``tiny_coco`` under Detectron2's dataset root
+        ``$DETECTRON2_DATASETS`` (default ``datasets``, relative to the working directory; the
+        set-up links ``datasets/tiny_coco`` to the shared copy). The directory holds
+        ``annotations/instances_{train,val}2017.json``, ``train2017/`` and ``val2017/``.
     """
     env = os.environ.get("YOLACT_D2_TINY_COCO")
     if env:
         return env
-    return os.path.normpath(os.path.join(_REPO_ROOT, "..", "shared", "datasets", "tiny_coco"))
+    return os.path.join(os.environ.get("DETECTRON2_DATASETS", "datasets"), "tiny_coco")
 
 
 def _register_missing(splits, root):

@@ -8,7 +8,7 @@ that cannot be one is a clear :class:`ImageInputError` naming it.
 import numpy as np
 import os
 
-__all__ = ["ImageInputError", "read_image_bgr", "as_bgr_uint8"]
+__all__ = ["ImageInputError", "read_image_bgr", "as_bgr_uint8", "in_input_format", "model_input"]
 
 
 class ImageInputError(ValueError):
@@ -77,3 +77,32 @@ def read_image_bgr(path: str) -> np.ndarray:
         raise ImageInputError(f"{path}: {e}") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageInputError(f"{path}: truncated or corrupt image ({e})") from None
+
+
+def in_input_format(bgr, input_format: str, name: str = "image") -> np.ndarray:
+    """
+    A BGR image (anything :func:`as_bgr_uint8` takes) as an (H, W, 3) uint8 contiguous array in
+    ``input_format`` ("RGB" or "BGR") channel order: what an exported graph takes.
+    """
+    bgr = as_bgr_uint8(bgr, name)
+    return np.ascontiguousarray(bgr[:, :, ::-1] if input_format == "RGB" else bgr)
+
+
+def model_input(bgr, input_format: str, transform=None, name: str = "image") -> dict:
+    """
+    The one conversion of a BGR image to a Detectron2 model input, as ``DefaultPredictor``
+    does it: channels in ``input_format`` order, ``transform`` (a Detectron2 ``Transform``, e.g.
+    the test-time resize; None for YOLACT, which resizes inside the model), a (3, H', W')
+    float32 tensor, and the original "height" and "width".
+
+    Returns:
+        dict: {"image": Tensor, "height": int, "width": int}.
+    """
+    import torch
+
+    image = in_input_format(bgr, input_format, name)
+    height, width = image.shape[:2]
+    if transform is not None:
+        image = transform.apply_image(image)
+    tensor = torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
+    return {"image": tensor, "height": height, "width": width}

@@ -4,21 +4,21 @@
 from .export import (
     FORMATS,
     build_export_model,
-    deploy_metadata,
     export_model,
     export_onnx,
     export_program,
     export_pt2,
-    uses_deformable_conv,
 )
 from .graph import YolactInferenceGraph
-from .predictor import RUNTIMES, ExportedPredictor, read_metadata
+from .metadata import deploy_metadata, read_metadata, uses_deformable_conv
+from .predictor import ONNX_RUNTIMES, RUNTIMES, ExportedPredictor
 from .quantize import INT8_FILE, quantize_int8
 
 __all__ = [
     "FORMATS",
     "INT8_FILE",
     "ExportedPredictor",
+    "ONNX_RUNTIMES",
     "RUNTIMES",
     "YolactInferenceGraph",
     "build_export_model",

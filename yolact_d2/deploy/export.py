@@ -11,89 +11,26 @@ from typing import Dict, Optional
 
 import torch
 
-from detectron2.data import MetadataCatalog
-
-from yolact_d2.layers import ModulatedDeformConv2d
 from yolact_d2.utils.file_io import atomic_open
 
 from .graph import YolactInferenceGraph
+from .metadata import PT2_METADATA_FILE, deploy_metadata, uses_deformable_conv
 
 __all__ = [
     "FORMATS",
     "MAX_IMAGE_SIDE",
-    "PT2_METADATA_FILE",
     "build_export_model",
-    "deploy_metadata",
     "export_model",
     "export_program",
     "export_onnx",
     "program_to_onnx",
     "export_pt2",
-    "uses_deformable_conv",
 ]
 
 logger = logging.getLogger(__name__)
 
 # Image heights and widths the exported graph accepts: 2 .. MAX_IMAGE_SIDE pixels.
 MAX_IMAGE_SIDE = 16384
-# Where a .pt2 file keeps the metadata (ONNX files keep it in metadata_props).
-PT2_METADATA_FILE = "yolact_d2_metadata.json"
-
-
-def uses_deformable_conv(model: torch.nn.Module) -> bool:
-    """Whether the model has YOLACT++'s modulated deformable convolutions."""
-    return any(isinstance(m, ModulatedDeformConv2d) for m in model.modules())
-
-
-def deploy_metadata(cfg, model: torch.nn.Module, config_file: str = "") -> Dict[str, str]:
-    """
-    What a runtime needs besides the graph, as strings (ONNX ``metadata_props``).
-
-    Keys: "yolact_d2_version", "config_file", "meta_architecture", "input_format" ("RGB" or
-    "BGR": the channel order the graph's image input is in), "input_size" (S), "class_names" and
-    "category_ids" (JSON lists: the dataset's names and original ids of classes 0..C-1; ids
-    1..C when the dataset gives none), "score_threshold", "nms_threshold", "top_k",
-    "detections_per_image", "mask_threshold", "display_score_threshold", "outputs" (JSON list of
-    the graph's output names), "mask_resolution" ("prototype": masks to paste), "config" (the
-    full config as YAML).
-
-    Args:
-        cfg (CfgNode): the config of the exported model.
-        model (Yolact): the model.
-        config_file (str): the config file it came from, for the record.
-    """
-    import yolact_d2
-
-    y = cfg.MODEL.YOLACT
-    num_classes = y.NUM_CLASSES
-    names, ids = [str(i) for i in range(num_classes)], list(range(1, num_classes + 1))
-    if cfg.DATASETS.TEST:
-        meta = MetadataCatalog.get(cfg.DATASETS.TEST[0])
-        if len(meta.get("thing_classes", [])) == num_classes:
-            names = list(meta.thing_classes)
-        mapping = meta.get("thing_dataset_id_to_contiguous_id", None)
-        if mapping and len(mapping) == num_classes:
-            ids = [d for d, _ in sorted(mapping.items(), key=lambda item: item[1])]
-    outputs = list(YolactInferenceGraph(model).output_names)
-    return {
-        "yolact_d2_version": yolact_d2.__version__,
-        "config_file": config_file,
-        "meta_architecture": cfg.MODEL.META_ARCHITECTURE,
-        "input_format": cfg.INPUT.FORMAT,
-        "input_size": str(y.INPUT_SIZE),
-        "class_names": json.dumps(names),
-        "category_ids": json.dumps([int(i) for i in ids]),
-        "score_threshold": repr(float(y.TEST.SCORE_THRESH)),
-        "nms_threshold": repr(float(y.TEST.NMS_THRESH)),
-        "top_k": str(y.TEST.TOP_K),
-        "detections_per_image": str(y.TEST.DETECTIONS_PER_IMAGE),
-        "mask_threshold": repr(float(y.TEST.MASK_THRESH)),
-        "display_score_threshold": repr(float(y.TEST.DISPLAY_SCORE_THRESH)),
-        "outputs": json.dumps(outputs),
-        "mask_resolution": "prototype",
-        "deformable_conv": json.dumps(uses_deformable_conv(model)),
-        "config": cfg.dump(),
-    }
 
 
 def _sample_image(sample_image: Optional[np.ndarray]) -> torch.Tensor:

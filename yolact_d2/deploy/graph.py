@@ -1,18 +1,8 @@
 # Copyright (c) yolact_d2 contributors.
 """The whole YOLACT inference pipeline as one module of one image, the form that is exported."""
 
-from typing import Dict
-
 import torch
 from torch import nn
-
-from yolact_d2.modeling.box_coder import decode_boxes
-from yolact_d2.modeling.postprocessing import (
-    assemble_detection_masks,
-    detections_in_pixels,
-    select_candidates,
-    suppress,
-)
 
 __all__ = ["YolactInferenceGraph"]
 
@@ -25,7 +15,7 @@ class YolactInferenceGraph(nn.Module):
     assembly, the crop by the predicted box, YOLACT++ re-scoring, and boxes in image pixels.
 
     The masks are returned at prototype resolution (the paste step - stretching them to the
-    image and thresholding, :func:`~yolact_d2.modeling.postprocessing.instances_from_detections`
+    image and thresholding, :func:`~yolact_d2.modeling.paste.paste_instances`
     - is the predictor's): D x 138 x 138 floats instead of D x H x W, and the
     paste then runs only where a mask can be non-zero.
     """
@@ -40,10 +30,11 @@ class YolactInferenceGraph(nn.Module):
                 "fast") and the exact fp32 path (``FAST_CPU_INFERENCE`` off).
         """
         super().__init__()
-        if model.postprocess.nms_type != "fast":
+        nms_type = model.postprocess_settings.nms_type
+        if nms_type != "fast":
             raise ValueError(
                 "export needs MODEL.YOLACT.TEST.NMS_TYPE 'fast' (the other NMS types loop over "
-                f"the data in Python and cannot be traced); got {model.postprocess.nms_type!r}"
+                f"the data in Python and cannot be traced); got {nms_type!r}"
             )
         if model.fast_cpu_inference:
             raise ValueError(
@@ -72,23 +63,7 @@ class YolactInferenceGraph(nn.Module):
         images = image.permute(2, 0, 1)[None].float()
         # Always resized: the identity on an S x S image, and no branch on the input's size.
         outputs = model.predict(model.normalize(model.resize_to_input(images)))
-        detections = self.postprocess(outputs, (height, width))
-        return tuple(detections[name] for name in self.output_names)
-
-    def postprocess(self, outputs: Dict[str, torch.Tensor], image_size) -> Dict[str, torch.Tensor]:
-        """The model's ``inference`` for one image, up to (not including) the paste step."""
-        model, settings = self.model, self.model.postprocess
-        boxes = decode_boxes(outputs["box_deltas"][0], outputs["priors"], model.box_variances)
-        scores, candidates = select_candidates(outputs["class_logits"][0], settings.score_threshold)
-        detections = suppress(boxes, scores, candidates, model._nms)
-        assembled = assemble_detection_masks(
-            detections,
-            boxes,
-            outputs["coefficients"][0],
-            outputs["prototypes"][0],
-            settings,
-            model.mask_branch.maskiou_net,
-        )
-        detections = detections_in_pixels(assembled, image_size)
+        # The model's own post-processing, up to (not including) the paste step.
+        detections = model.postprocess(outputs, [(height, width)], until="pixels")[0]
         detections["boxes"] = detections["boxes"].float()
-        return detections
+        return tuple(detections[name] for name in self.output_names)

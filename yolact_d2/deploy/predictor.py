@@ -4,75 +4,22 @@ Detectron2's ``DefaultPredictor``."""
 
 import json
 import numpy as np
-import os
 from typing import Dict, List, Optional
 
 import torch
 
 from detectron2.structures import Instances
 
-from yolact_d2.data.image_io import as_bgr_uint8
-from yolact_d2.modeling.postprocessing import instances_from_detections
+from yolact_d2.data.image_io import in_input_format
+from yolact_d2.modeling.paste import paste_instances
 
-__all__ = ["RUNTIMES", "ExportedModel", "ExportedPredictor", "read_metadata"]
+from .metadata import postprocess_settings, read_metadata
 
-RUNTIMES = ("onnxruntime", "openvino", "pytorch")
+__all__ = ["ONNX_RUNTIMES", "RUNTIMES", "ExportedModel", "ExportedPredictor"]
 
-
-def read_metadata(path: str) -> Dict[str, str]:
-    """
-    The metadata an exported file carries (see :func:`~yolact_d2.deploy.deploy_metadata`).
-
-    Args:
-        path (str): a .onnx or .pt2 file written by ``tools/export_model.py``, or an int8
-            OpenVINO IR (.xml) written by ``tools/quantize.py``.
-
-    Raises:
-        FileNotFoundError, ValueError: no such file, or not a yolact_d2 export.
-    """
-    from .export import PT2_METADATA_FILE
-
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"exported model {path!r} does not exist")
-    if path.endswith(".xml"):
-        metadata = _openvino_ir_metadata(path)
-    elif path.endswith(".pt2"):
-        extra = {PT2_METADATA_FILE: ""}
-        torch.export.load(path, extra_files=extra)
-        text = extra[PT2_METADATA_FILE]
-        metadata = json.loads(text) if text else {}
-    else:
-        import onnx
-
-        try:
-            proto = onnx.load(path, load_external_data=False)
-        except Exception as e:
-            raise ValueError(f"{path!r} is not an ONNX model: {e}") from e
-        metadata = {p.key: p.value for p in proto.metadata_props}
-    if "yolact_d2_version" not in metadata:
-        raise ValueError(f"{path!r} carries no yolact_d2 metadata (not written by export_model)")
-    return metadata
-
-
-def _openvino_ir_metadata(path: str) -> Dict[str, str]:
-    """The metadata section :func:`~yolact_d2.deploy.quantize_int8` wrote into an IR."""
-    import openvino
-
-    from .quantize import QUANTIZATION_KEY
-
-    try:
-        model = openvino.Core().read_model(path)
-    except Exception as e:
-        raise ValueError(f"{path!r} is not an OpenVINO IR: {_first_line(e)}") from e
-    if not model.has_rt_info([QUANTIZATION_KEY]):
-        return {}
-    keys = model.get_rt_info([QUANTIZATION_KEY]).astype(dict)
-    return {key: model.get_rt_info([QUANTIZATION_KEY, key]).astype(str) for key in keys}
-
-
-def _first_line(error: BaseException) -> str:
-    lines = str(error).strip().splitlines()
-    return lines[0] if lines else type(error).__name__
+# The runtimes of an exported model: ONNX files run on the first two, .pt2 programs on PyTorch.
+ONNX_RUNTIMES = ("onnxruntime", "openvino")
+RUNTIMES = ONNX_RUNTIMES + ("pytorch",)
 
 
 class _OnnxRuntimeSession:
@@ -141,7 +88,8 @@ class ExportedPredictor:
     bool, and ``mask_scores`` for YOLACT++). The file's metadata says the channel order its
     graph takes (the image is flipped to it, as ``DefaultPredictor`` does) and the mask
     threshold; the masks come out at prototype resolution and are pasted here, by the same code
-    as the model's (:func:`~yolact_d2.modeling.postprocessing.instances_from_detections`).
+    as the model's (:func:`~yolact_d2.modeling.paste.paste_instances`, with the settings of the
+    config the file carries).
 
     Example::
 
@@ -186,7 +134,7 @@ class ExportedPredictor:
         # int8 IRs record how they were quantised; None for fp32 exports.
         self.quantization = json.loads(self.metadata.get("quantization", "null"))
         self.input_format = self.metadata["input_format"]
-        self.mask_threshold = float(self.metadata["mask_threshold"])
+        self.postprocess_settings = postprocess_settings(self.metadata)
         self.output_names = json.loads(self.metadata["outputs"])
         self.class_names = json.loads(self.metadata["class_names"])
         self._session = _SESSIONS[runtime](path, num_threads, precision)
@@ -214,9 +162,7 @@ class ExportedPredictor:
         Returns:
             dict: {"instances": Instances} at the image's size.
         """
-        original_image = as_bgr_uint8(original_image)
-        image = original_image[:, :, ::-1] if self.input_format == "RGB" else original_image
-        return {"instances": self.instances(image)}
+        return {"instances": self.instances(in_input_format(original_image, self.input_format))}
 
     def instances(self, image: np.ndarray) -> Instances:
         """
@@ -229,7 +175,7 @@ class ExportedPredictor:
         outputs = self.run(image)
         detections = {name: torch.from_numpy(np.asarray(v)) for name, v in outputs.items()}
         size = tuple(image.shape[:2])
-        return instances_from_detections(detections, size, self.mask_threshold)
+        return paste_instances(detections, size, self.postprocess_settings)
 
     def as_model(self) -> "ExportedModel":
         """The exported model as a Detectron2 model for evaluation (see :class:`ExportedModel`)."""

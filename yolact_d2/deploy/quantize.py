@@ -19,25 +19,17 @@ import shutil
 import tempfile
 from typing import Iterable, List, Optional
 
-from yolact_d2.data.image_io import as_bgr_uint8
+from yolact_d2.data.image_io import in_input_format
 
-from .predictor import read_metadata
+from .metadata import QUANTIZATION_KEY, read_metadata
 
-__all__ = ["INT8_FILE", "QUANTIZATION_KEY", "quantize_int8", "graph_input"]
+__all__ = ["INT8_FILE", "QUANTIZATION_KEY", "quantize_int8"]
 
 logger = logging.getLogger(__name__)
 
 INT8_FILE = "model_int8.xml"
-# rt_info section of the IR holding the metadata (the ONNX file's keys, plus "quantization").
-QUANTIZATION_KEY = "yolact_d2"
 # The OpenVINO operations given int8 inputs and weights.
 _QUANTISED_TYPES = {"Convolution", "GroupConvolution"}
-
-
-def graph_input(bgr: np.ndarray, input_format: str) -> np.ndarray:
-    """A BGR uint8 image as the exported graph takes it: (H, W, 3) uint8 in ``input_format``."""
-    bgr = as_bgr_uint8(bgr)
-    return np.ascontiguousarray(bgr[:, :, ::-1] if input_format == "RGB" else bgr)
 
 
 def _save_ir_atomically(model, path: str) -> None:
@@ -85,7 +77,7 @@ def quantize_int8(
             "DeformConv, so it cannot be quantised with NNCF here"
         )
     images: List[np.ndarray] = [
-        graph_input(i, metadata["input_format"]) for i in calibration_images
+        in_input_format(i, metadata["input_format"]) for i in calibration_images
     ]
     if not images:
         raise ValueError("quantize_int8 needs at least one calibration image")

@@ -6,7 +6,8 @@ from typing import Iterable
 
 import torch
 
-from yolact_d2.benchmark.mask_iou import MaskAgreement
+from yolact_d2.data.image_io import model_input
+from yolact_d2.evaluation.mask_agreement import MaskAgreement
 
 from .predictor import ExportedPredictor
 
@@ -19,11 +20,8 @@ BOX_TOLERANCE = 1.0
 
 def pytorch_instances(model: torch.nn.Module, bgr: np.ndarray):
     """What ``DefaultPredictor`` returns for a BGR image (the model at the image's size)."""
-    image = bgr[:, :, ::-1] if model.input_format == "RGB" else bgr
-    tensor = torch.as_tensor(np.ascontiguousarray(image).astype("float32").transpose(2, 0, 1))
-    height, width = bgr.shape[:2]
     with torch.no_grad():
-        return model([{"image": tensor, "height": height, "width": width}])[0]["instances"]
+        return model([model_input(bgr, model.input_format)])[0]["instances"]
 
 
 def compare_with_pytorch(

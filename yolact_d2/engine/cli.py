@@ -1,5 +1,5 @@
 # Copyright (c) yolact_d2 contributors.
-"""What the command-line tools share: reading a config and checking the files it names."""
+"""What train_net.py and the command-line tools share: the one config loader, and errors."""
 
 import argparse
 import logging
@@ -8,9 +8,9 @@ import sys
 
 import torch
 
-from detectron2.config import get_cfg
+__all__ = ["ToolInputError", "load_config", "tool_parser", "fail", "tool_config_or_exit"]
 
-__all__ = ["ToolInputError", "load_tool_config", "tool_parser", "fail", "tool_config_or_exit"]
+logger = logging.getLogger(__name__)
 
 
 class ToolInputError(ValueError):
@@ -18,33 +18,38 @@ class ToolInputError(ValueError):
     the tools print it as one ``error:`` line and exit with code 2."""
 
 
-def load_tool_config(config_file: str, opts=(), cpu_fallback: bool = True):
+def load_config(config_file: str, opts=(), *, cpu_fallback: bool = True, setup: bool = True):
     """
-    The config of a tool: Detectron2's defaults, the YOLACT keys, ``config_file``, then ``opts``
-    (KEY VALUE ...). A missing config file or a local ``MODEL.WEIGHTS`` file that does not exist
-    is a :class:`ToolInputError`; with ``cpu_fallback`` a CUDA device on a machine without CUDA
-    becomes "cpu" with a warning, as in ``train_net.py``.
+    The one config loader (``train_net.py``, every tool, the benchmark and the tests): Detectron2's
+    defaults with the YOLACT keys, ``config_file``, then ``opts`` (KEY VALUE ...); with
+    ``cpu_fallback`` a CUDA device on a machine without CUDA becomes "cpu" with a warning; with
+    ``setup`` the datasets the config names in ``DATASETS.REGISTER_COCO`` are registered and
+    ``MODEL.YOLACT.NUM_CLASSES`` checked or set (:func:`~yolact_d2.data.setup_datasets`).
+
+    Raises:
+        ToolInputError: the config file does not exist, or a local ``MODEL.WEIGHTS`` file does
+            not exist.
 
     Returns:
         CfgNode: not frozen.
     """
-    from yolact_d2.config import add_yolact_config
+    from yolact_d2.config import get_yolact_cfg
+    from yolact_d2.data import setup_datasets
 
     if not os.path.isfile(config_file):
         raise ToolInputError(f"config file {config_file!r} does not exist")
-    cfg = get_cfg()
-    add_yolact_config(cfg)
+    cfg = get_yolact_cfg()
     cfg.merge_from_file(config_file)
     cfg.merge_from_list(list(opts))
     weights = cfg.MODEL.WEIGHTS
     if weights and "://" not in weights and not os.path.isfile(weights):
         raise ToolInputError(f"MODEL.WEIGHTS {weights!r} does not exist")
     if cpu_fallback and cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logging.getLogger(__name__).warning(
+        logger.warning(
             f"MODEL.DEVICE {cfg.MODEL.DEVICE!r}: CUDA is not available, running on CPU."
         )
         cfg.MODEL.DEVICE = "cpu"
-    return cfg
+    return setup_datasets(cfg) if setup else cfg
 
 
 def tool_parser(doc: str) -> argparse.ArgumentParser:
@@ -68,8 +73,8 @@ def fail(message: str):
 
 
 def tool_config_or_exit(config_file: str, opts=(), cpu_fallback: bool = True):
-    """:func:`load_tool_config`, with a :class:`ToolInputError` ending the tool by :func:`fail`."""
+    """:func:`load_config`, with a :class:`ToolInputError` ending the tool by :func:`fail`."""
     try:
-        return load_tool_config(config_file, opts, cpu_fallback=cpu_fallback)
+        return load_config(config_file, opts, cpu_fallback=cpu_fallback)
     except ToolInputError as e:
         fail(str(e))

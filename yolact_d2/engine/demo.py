@@ -13,6 +13,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
+from yolact_d2.data.image_io import model_input
 from yolact_d2.utils import draw_predictions
 
 __all__ = ["draw_dataset_predictions", "run_synthetic_demo"]
@@ -42,10 +43,8 @@ def draw_dataset_predictions(cfg, model, dataset_name: str, output_dir: str, num
     drawings, paths = [], []
     for record in DatasetCatalog.get(dataset_name)[:num_images]:
         bgr = cv2.imread(record["file_name"])
-        image = bgr if cfg.INPUT.FORMAT == "BGR" else bgr[:, :, ::-1]
-        tensor = torch.as_tensor(np.ascontiguousarray(image).transpose(2, 0, 1))
         with torch.no_grad():
-            instances = model([{"image": tensor, "height": bgr.shape[0], "width": bgr.shape[1]}])
+            instances = model([model_input(bgr, cfg.INPUT.FORMAT)])
         drawing = draw_predictions(bgr[:, :, ::-1], instances[0]["instances"], metadata, threshold)
         path = os.path.join(
             output_dir, os.path.splitext(os.path.basename(record["file_name"]))[0] + ".png"

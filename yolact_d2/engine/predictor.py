@@ -9,7 +9,7 @@ import torch
 
 from detectron2.engine import DefaultPredictor
 
-from yolact_d2.data.image_io import as_bgr_uint8
+from yolact_d2.data.image_io import as_bgr_uint8, model_input
 from yolact_d2.utils.stages import stage
 
 __all__ = ["YolactPredictor"]
@@ -53,12 +53,9 @@ class YolactPredictor(DefaultPredictor):
         The model input ``DefaultPredictor`` builds from a BGR image: channel order of
         ``INPUT.FORMAT``, test-time resize, (C, H, W) float32 tensor and the original size.
         """
-        if self.input_format == "RGB":
-            original_image = original_image[:, :, ::-1]
-        height, width = original_image.shape[:2]
-        image = self.aug.get_transform(original_image).apply_image(original_image)
-        image = torch.as_tensor(image.astype("float32").transpose(2, 0, 1))
-        return {"image": image, "height": height, "width": width}
+        return model_input(
+            original_image, self.input_format, self.aug.get_transform(original_image)
+        )
 
     def predict_batch(self, original_images: Sequence[np.ndarray]) -> List[Dict]:
         """

@@ -2,7 +2,7 @@
 """The YOLACT meta-architecture."""
 
 import contextlib
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -20,16 +20,19 @@ from .fast_cpu import InferenceCopy, resolve_fast_cpu_dtype
 from .head import build_yolact_head
 from .losses import YolactLoss
 from .mask_branch import YolactMaskBranch, upgrade_legacy_keys
+from .paste import detections_in_pixels, paste_instances
 from .postprocessing import (
     PostprocessSettings,
     assemble_detection_masks,
-    paste_detections,
     select_candidates,
     suppress,
 )
 from .priors import YolactPriorGenerator
 
-__all__ = ["Yolact"]
+__all__ = ["Yolact", "POSTPROCESS_STAGES"]
+
+# The stages :meth:`Yolact.postprocess` can stop after, in order.
+POSTPROCESS_STAGES = ("detections", "masks", "pixels", "instances")
 
 
 def _upgrade_legacy_checkpoint(module, state_dict, prefix, *args) -> None:
@@ -116,7 +119,7 @@ class Yolact(nn.Module):
                 f"MODEL.YOLACT.TEST.NMS_TYPE must be one of {sorted(NMS_FUNCTIONS)}, "
                 f"got {postprocess.nms_type!r}"
             )
-        self.postprocess = postprocess
+        self.postprocess_settings = postprocess
         # nms(boxes (n, 4), scores (C, n)) -> (scores, classes, order), settings bound.
         self._nms = build_nms(
             postprocess.nms_type,
@@ -343,21 +346,42 @@ class Yolact(nn.Module):
             (x.get("height", x["image"].shape[-2]), x.get("width", x["image"].shape[-1]))
             for x in batched_inputs
         ]
-        return [{"instances": r} for r in self.inference(outputs, image_sizes)]
+        return [{"instances": r} for r in self.postprocess(outputs, image_sizes)]
 
-    def inference(self, outputs: Dict[str, torch.Tensor], image_sizes) -> List[Instances]:
+    def postprocess(
+        self,
+        outputs: Dict[str, torch.Tensor],
+        image_sizes: Sequence[Tuple[int, int]],
+        until: str = "instances",
+    ) -> List:
         """
-        Post-processing, stage by stage ("decode", "nms", "mask_assembly", "paste"), as the
-        reference's ``Detect`` and ``postprocess``.
+        YOLACT's inference after the network, as the reference's ``Detect`` and
+        ``postprocess``: the one composition of its stages ("decode", "nms", "mask_assembly",
+        "paste"), which the model's own inference, the exported graph, the prototype view, the
+        calibration of random weights and the benchmark all run, with the config's
+        :class:`PostprocessSettings`.
 
         Args:
             outputs (dict): from :meth:`predict`.
-            image_sizes (list[tuple[int, int]]): original (H, W) of each image.
+            image_sizes (list[tuple[int, int]]): original (H, W) of each image of the batch.
+            until (str): the last stage (:data:`POSTPROCESS_STAGES`):
+
+                * "detections": after NMS, per image a dict of "indices" (D,) into the priors,
+                  "scores" (D,), "classes" (D,) in [0, C), "boxes" (D, 4) relative XYXY;
+                * "masks": also "masks" (D, h, w), soft, cropped by the box, at prototype
+                  resolution, and for YOLACT++ "mask_scores" (D,) (re-scoring applied);
+                * "pixels": the same with "boxes" in integer pixels of the original image, the
+                  detections whose box has no area dropped (what the exported graph returns);
+                * "instances": Detectron2 ``Instances`` at the original size, masks pasted
+                  (:func:`~yolact_d2.modeling.paste.paste_instances`).
 
         Returns:
-            list[Instances]: one per image, at its original size.
+            list: one dict (or ``Instances``) per image.
         """
-        settings = self.postprocess
+        if until not in POSTPROCESS_STAGES:
+            raise ValueError(f"until must be one of {POSTPROCESS_STAGES}, got {until!r}")
+        last = POSTPROCESS_STAGES.index(until)
+        settings = self.postprocess_settings
         with stage("decode"):
             boxes = decode_boxes(outputs["box_deltas"], outputs["priors"], self.box_variances)
         results = []
@@ -366,25 +390,28 @@ class Yolact(nn.Module):
                 scores, candidates = select_candidates(
                     outputs["class_logits"][i], settings.score_threshold
                 )
-            record_count("candidates", len(candidates))
+            record_count("candidates", candidates.shape[0])
             with stage("nms"):
-                detections = suppress(boxes[i], scores, candidates, self._nms)
-            with stage("mask_assembly"):
-                assembled = assemble_detection_masks(
-                    detections,
-                    boxes[i],
-                    outputs["coefficients"][i],
-                    outputs["prototypes"][i],
-                    settings,
-                    self.mask_branch.maskiou_net,
-                )
-            with stage("paste"):
-                size = (int(image_size[0]), int(image_size[1]))
-                results.append(
-                    paste_detections(
-                        assembled, size, settings.mask_threshold, settings.max_dense_mask_bytes
+                result = suppress(boxes[i], scores, candidates, self._nms)
+                result["boxes"] = boxes[i][result["indices"]].float()
+            if last >= 1:
+                with stage("mask_assembly"):
+                    result = assemble_detection_masks(
+                        result,
+                        boxes[i],
+                        outputs["coefficients"][i],
+                        outputs["prototypes"][i],
+                        settings,
+                        self.mask_branch.maskiou_net,
                     )
-                )
+            if last >= 2:
+                with stage("paste"):
+                    # (Sizes stay symbolic while torch.export traces the "pixels" stage.)
+                    result = detections_in_pixels(result, (image_size[0], image_size[1]))
+                    if last == 3:
+                        size = (int(image_size[0]), int(image_size[1]))
+                        result = paste_instances(result, size, settings)
+            results.append(result)
         return results
 
 

@@ -9,9 +9,8 @@ from typing import Dict, Sequence
 
 import torch
 
-from yolact_d2.modeling.box_coder import decode_boxes
+from yolact_d2.data.image_io import model_input
 from yolact_d2.modeling.mask_assembly import assemble_masks
-from yolact_d2.modeling.postprocessing import assemble_detection_masks, detect
 
 __all__ = ["prototype_view", "render_prototype_view"]
 
@@ -31,27 +30,20 @@ def prototype_view(model, bgr: np.ndarray, top_k: int = 4) -> Dict[str, np.ndarr
         (n, h, w) as the model outputs them (cropped by the box), "boxes" (n, 4) relative XYXY,
         "scores" (n,), "classes" (n,); n <= top_k.
     """
-    image = bgr[:, :, ::-1] if model.input_format == "RGB" else bgr
-    tensor = torch.as_tensor(np.ascontiguousarray(image).transpose(2, 0, 1))
     with torch.no_grad():
-        outputs = model.predict(model.preprocess_image([{"image": tensor}]))
-        boxes = decode_boxes(outputs["box_deltas"][0], outputs["priors"], model.box_variances)
-        settings = model.postprocess
-        detections = detect(outputs["class_logits"][0], boxes, model._nms, settings.score_threshold)
+        outputs = model.predict(model.preprocess_image([model_input(bgr, model.input_format)]))
+        (detections,) = model.postprocess(outputs, [bgr.shape[:2]], until="masks")
         detections = {key: value[:top_k] for key, value in detections.items()}
-        coefficients = outputs["coefficients"][0][detections["indices"]]
         prototypes = outputs["prototypes"][0]
-        assembled = assemble_detection_masks(
-            detections, boxes, outputs["coefficients"][0], prototypes, settings
-        )
+        coefficients = outputs["coefficients"][0][detections["indices"]]
         return {
             "prototypes": prototypes.cpu().numpy(),
             "coefficients": coefficients.cpu().numpy(),
             "masks": assemble_masks(prototypes, coefficients).cpu().numpy(),
-            "cropped_masks": assembled["masks"].cpu().numpy(),
-            "boxes": assembled["boxes"].cpu().numpy(),
-            "scores": assembled["scores"].cpu().numpy(),
-            "classes": assembled["classes"].cpu().numpy(),
+            "cropped_masks": detections["masks"].cpu().numpy(),
+            "boxes": detections["boxes"].cpu().numpy(),
+            "scores": detections["scores"].cpu().numpy(),
+            "classes": detections["classes"].cpu().numpy(),
         }
 
 
