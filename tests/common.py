@@ -36,7 +36,7 @@ PLUS_CONFIGS = {
 def get_config(name: str, opts=()):
     """A frozen-free cfg for ``configs/<name>`` on CPU (or CUDA when available) with no weights."""
     base = ["MODEL.WEIGHTS", "", "MODEL.DEVICE", "cpu"]
-    return load_config(os.path.join(CONFIG_DIR, name), base + list(opts))
+    return load_config(os.path.join(CONFIG_DIR, name), base + list(opts), setup=False)
 
 
 def get_model(name: str, opts=(), seed: int = 0):

@@ -27,6 +27,7 @@ from yolact_d2.checkpoint import (
     detect_architecture,
     save_converted_checkpoint,
     to_reference_state_dict,
+    yolact_d2_key,
 )
 from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
 
@@ -264,7 +265,7 @@ def test_legacy_keys_are_dropped(caplog):
     source["backbone.layer1.0.conv1.weight"] = torch.zeros(64, 64, 1, 1)
     source["fpn.downsample_layers.2.weight"] = torch.zeros(256, 256, 3, 3)
     source["fpn.downsample_layers.2.bias"] = torch.zeros(256)
-    with caplog.at_level(logging.INFO, logger="yolact_d2.checkpoint.convert"):
+    with caplog.at_level(logging.INFO, logger="yolact_d2.checkpoint"):
         converted = convert_state_dict(source)
     assert len(converted) == len(source) - 3
     assert "backbone.top_block.p6.weight" in converted
@@ -591,15 +592,14 @@ def test_backbone_url_loads_from_the_cache(tmp_path, monkeypatch, caplog):
 def test_expected_keys_come_from_the_model_in_reference_names(name):
     """The converter's expected keys are the model's, named back to the reference's: exactly the
     reference key list, shapes included, and each renames forward to the model key it came from."""
-    from yolact_d2.checkpoint import convert
+    from yolact_d2.checkpoint.architecture import LAYOUTS, expected_keys
 
     arch_source = synthetic_checkpoint(name)
-    layout = next(lay for lay in convert._LAYOUTS if name in dict(lay.variants))
-    expected = convert._expected_keys(layout, 80, 32, True)
+    layout = next(lay for lay in LAYOUTS if name in dict(lay.variants))
+    expected = expected_keys(layout, 80, 32, True)
     assert expected == dict(read_reference_keys(name))
     model_keys = build_model(get_config(CONFIG_OF[name])).state_dict().keys()
-    forward = convert._RULES[layout.backbone_type]
-    assert {convert._rename(k, forward) for k in expected} == set(model_keys)
+    assert {yolact_d2_key(k, layout.backbone_type) for k in expected} == set(model_keys)
     assert len(arch_source) == len(expected)
 
 

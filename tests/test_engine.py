@@ -27,7 +27,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.events import EventStorage
 
 from yolact_d2.checkpoint.checkpointer import CLASS_DEPENDENT_LAYERS, YolactCheckpointer
-from yolact_d2.checkpoint.convert import convert_backbone_state_dict
+from yolact_d2.checkpoint.key_names import convert_backbone_state_dict
 from yolact_d2.engine import (
     YolactAMPTrainer,
     YolactSimpleTrainer,

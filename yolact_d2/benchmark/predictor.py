@@ -15,8 +15,8 @@ from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.config import CfgNode
 
 from yolact_d2.engine.cli import load_config
-from yolact_d2.model_zoo import CONFIG_DIR
 from yolact_d2.engine.predictor import YolactPredictor
+from yolact_d2.model_zoo import CONFIG_DIR
 
 __all__ = [
     "PRECISIONS",
@@ -60,8 +60,7 @@ def resolve_config_file(name: str) -> str:
         return model_zoo.get_config_file(name)
     except RuntimeError as e:
         raise FileNotFoundError(
-            f"{name!r} is neither a file, nor in {CONFIG_DIR}, nor a "
-            "Detectron2 model-zoo config"
+            f"{name!r} is neither a file, nor in {CONFIG_DIR}, nor a " "Detectron2 model-zoo config"
         ) from e
 
 

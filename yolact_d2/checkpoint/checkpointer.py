@@ -17,7 +17,7 @@ from fvcore.common.checkpoint import _strip_prefix_if_present
 
 from detectron2.checkpoint import DetectionCheckpointer
 
-from yolact_d2.checkpoint.convert import backbone_file_type, convert_backbone_state_dict
+from yolact_d2.checkpoint.key_names import backbone_file_type, convert_backbone_state_dict
 from yolact_d2.modeling.mask_branch import upgrade_legacy_keys
 from yolact_d2.modeling.maskiou import MaskIoUNet
 from yolact_d2.utils.file_io import atomic_open
@@ -59,7 +59,7 @@ class YolactCheckpointer(DetectionCheckpointer):
       reference's ``darknet53.pth``, local or by URL (downloaded once and cached by Detectron2's
       ``PathManager`` under ``$FVCORE_CACHE``, default ``~/.torch/iopath_cache``): renamed
       explicitly onto ``backbone.bottom_up`` as the reference's ``init_backbone`` does (see
-      :func:`~yolact_d2.checkpoint.convert.convert_backbone_state_dict`), the classifier
+      :func:`~yolact_d2.checkpoint.key_names.convert_backbone_state_dict`), the classifier
       dropped;
     * converted YOLACT checkpoints (a dict with "model" in Detectron2 names, ``.pth`` or ``.pkl``);
     * Detectron2 training checkpoints (model, optimizer, scheduler, iteration), for resuming.

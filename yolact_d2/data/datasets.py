@@ -27,6 +27,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+
 def tiny_coco_root() -> str:
     """
     The one place that says where tiny_coco is.

@@ -45,9 +45,7 @@ def load_config(config_file: str, opts=(), *, cpu_fallback: bool = True, setup: 
     if weights and "://" not in weights and not os.path.isfile(weights):
         raise ToolInputError(f"MODEL.WEIGHTS {weights!r} does not exist")
     if cpu_fallback and cfg.MODEL.DEVICE.startswith("cuda") and not torch.cuda.is_available():
-        logger.warning(
-            f"MODEL.DEVICE {cfg.MODEL.DEVICE!r}: CUDA is not available, running on CPU."
-        )
+        logger.warning(f"MODEL.DEVICE {cfg.MODEL.DEVICE!r}: CUDA is not available, running on CPU.")
         cfg.MODEL.DEVICE = "cpu"
     return setup_datasets(cfg) if setup else cfg
 
