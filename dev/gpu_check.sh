@@ -110,7 +110,7 @@ run_check() {
   nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
   echo "[gpu_check] CUDA tests (pytest -m cuda)"
   python3 -m pytest -q -p no:cacheprovider -m cuda tests/test_cuda_placement.py \
-    tests/test_nms.py tests/test_engine.py 2>&1 | tee "$out/pytest_cuda.log" || status=1
+    tests/test_nms.py tests/test_training_step.py 2>&1 | tee "$out/pytest_cuda.log" || status=1
   echo "[gpu_check] simulated-CUDA tests, for comparison on this machine"
   python3 -m pytest -q -p no:cacheprovider tests/test_cuda_placement.py -m "not cuda" 2>&1 \
     | tail -3 | tee -a "$out/pytest_cuda.log" || status=1

@@ -26,10 +26,18 @@ DEV = os.path.join(REPO_ROOT, "dev")
 # What the GPU check imports: the package, the entry points, the tests it runs and theirs.
 SOURCES = ["yolact_d2", "train_net.py", "dev/gpu_check.py"] + [
     f"tests/{name}.py"
-    for name in ("test_cuda_placement", "test_nms", "test_engine", "test_pinned_outputs",
-                 "common", "pinned_outputs", "simulated_cuda")
+    for name in ("test_cuda_placement", "test_nms", "test_training_step", "test_pinned_outputs",
+                 "common", "pinned_outputs", "simulated_cuda", "training")
 ]  # fmt: skip
-LOCAL = {"yolact_d2", "common", "pinned_outputs", "simulated_cuda", "test_nms", "test_demo"}
+LOCAL = {
+    "yolact_d2",
+    "common",
+    "pinned_outputs",
+    "simulated_cuda",
+    "training",
+    "test_nms",
+    "test_demo",
+}
 # Runs in a child process against a user's checkout of the original YOLACT (its own modules).
 NOT_RUN = {os.path.join("yolact_d2", "benchmark", "original_worker.py")}
 # The image's Python: what its markers are evaluated for.
