@@ -7,7 +7,6 @@ from unittest import mock
 
 import torch
 from torch import nn
-from training import ENGINE_LOGGER, tiny_cfg
 
 from detectron2.modeling import build_model
 from detectron2.utils.env import seed_all_rng
@@ -19,6 +18,8 @@ from yolact_d2.engine.trainer import (
     warn_if_untrained_start,
 )
 from yolact_d2.layers.batch_norm import EvalModeBatchNorm2d, freeze_batch_norm
+
+from training import ENGINE_LOGGER, tiny_cfg
 
 
 class TestReferenceBatchNormRule(unittest.TestCase):

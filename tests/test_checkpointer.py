@@ -13,7 +13,6 @@ import unittest
 import torch
 import torchvision
 from torch import nn
-from training import CKPT_LOGGER, tiny_cfg
 
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
@@ -22,6 +21,7 @@ from yolact_d2.checkpoint.checkpointer import CLASS_DEPENDENT_LAYERS, YolactChec
 from yolact_d2.checkpoint.key_names import convert_backbone_state_dict
 
 from common import get_config
+from training import CKPT_LOGGER, tiny_cfg
 
 
 class TestCheckpointer(unittest.TestCase):

@@ -19,16 +19,6 @@ from unittest import mock
 
 import pytest
 import torch
-from pinned_outputs import TRAIN_OPTS, photo
-from simulated_cuda import (
-    DeviceMismatchError,
-    SimulatedCuda,
-    SimulatedCudaTensor,
-    all_on_cuda,
-    cpu_values,
-    to_fake_cuda,
-    to_simulated_cuda,
-)
 from torch._subclasses import fake_tensor
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.fx.experimental.symbolic_shapes import ShapeEnv
@@ -47,6 +37,16 @@ from yolact_d2.layers import build_nms
 from yolact_d2.layers.nms import fast_nms_implementation
 
 from common import CONFIG_DIR, REPO_ROOT, calibrate_detections, get_config, get_model
+from pinned_outputs import TRAIN_OPTS, photo
+from simulated_cuda import (
+    DeviceMismatchError,
+    SimulatedCuda,
+    SimulatedCudaTensor,
+    all_on_cuda,
+    cpu_values,
+    to_fake_cuda,
+    to_simulated_cuda,
+)
 
 # torch 2.14's error for CUDA meeting CPU under fake tensors (a RuntimeError in torch 2.11).
 FAKE_DEVICE_MISMATCH = getattr(fake_tensor, "FakeTensorDeviceMismatchError", RuntimeError)

@@ -8,7 +8,6 @@ import tempfile
 import unittest
 
 import torch
-from training import tiny_cfg
 
 from detectron2.data import DatasetCatalog
 from detectron2.data.datasets import register_coco_instances
@@ -16,6 +15,8 @@ from detectron2.structures import Boxes, Instances
 
 from yolact_d2.engine import YolactTrainer
 from yolact_d2.evaluation import YolactCOCOEvaluator
+
+from training import tiny_cfg
 
 
 class TestEvaluator(unittest.TestCase):

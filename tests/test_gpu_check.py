@@ -18,9 +18,9 @@ from unittest import mock
 
 import pytest
 from packaging.requirements import Requirement
-from simulated_cuda import SimulatedCuda, build_model_on_simulated_cuda
 
 from common import REPO_ROOT
+from simulated_cuda import SimulatedCuda, build_model_on_simulated_cuda
 
 DEV = os.path.join(REPO_ROOT, "dev")
 # What the GPU check imports: the package, the entry points, the tests it runs and theirs.

@@ -188,7 +188,6 @@ def test_yolact_loss_normalisation_against_components():
         seg_logits, [g.gt_masks.tensor for g in gts], [g.gt_classes for g in gts]
     )
     assert losses["loss_semantic_seg"].item() == pytest.approx(seg.item() / 2, rel=1e-5)
-    assert all(v.item() > 0 for v in losses.values())
 
 
 def test_training_forward_backward_with_plus_model():

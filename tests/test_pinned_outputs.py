@@ -10,6 +10,7 @@ import json
 import numpy as np
 
 import pytest
+
 from pinned_outputs import CONFIGS, PINNED_FILE, detections, training_losses
 
 

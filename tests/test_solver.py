@@ -4,13 +4,13 @@
 import unittest
 
 import torch
-from training import ENGINE_LOGGER, lr_schedule, tiny_cfg
 
 from detectron2.modeling import build_model
 
 from yolact_d2.engine import YolactTrainer, apply_yolact_autoscale
 
 from common import get_config
+from training import ENGINE_LOGGER, lr_schedule, tiny_cfg
 
 
 class TestSolver(unittest.TestCase):

@@ -1,6 +1,7 @@
 # Copyright (c) yolact_d2 contributors.
 """train_net.py end to end: training, --eval-only, gloo processes, resume (tiny configs, CPU)."""
 
+import json
 import numpy as np
 import os
 import tempfile
@@ -9,13 +10,15 @@ from unittest import mock
 
 import torch
 from torch import nn
-from training import distributed_worker, load_train_net, lr_schedule, tiny_cfg, train
 
 from detectron2.engine import DefaultTrainer, HookBase, default_argument_parser, launch
 from detectron2.modeling import build_model
 
 from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
+from yolact_d2.data import tiny_coco_root
 from yolact_d2.engine import YolactTrainer
+
+from training import distributed_worker, load_train_net, lr_schedule, tiny_cfg, train
 
 
 def _build_detectron2_default_trainer(cfg):
@@ -68,10 +71,35 @@ class TestTrainAndEvaluate(unittest.TestCase):
                 ["--config-file", config_file, "--eval-only"]
             )
             results = load_train_net().main(args)
+            detections = os.path.join(out, "eval", "inference", "coco_instances_results.json")
+            with open(detections) as f:
+                num_detections = len(json.load(f))
+            independent = _coco_ap(detections)
         self.assertEqual(set(results), {"bbox", "segm"})
+        self.assertEqual(num_detections, 5 * 50)  # DETECTIONS_PER_IMAGE on every val image
+        # The AP that train_net.py reports is pycocotools' own on the detections it wrote.
         for task in ("bbox", "segm"):
-            self.assertIn("AP", results[task])
-            self.assertTrue(np.isfinite(results[task]["AP"]), results[task])
+            self.assertAlmostEqual(results[task]["AP"], independent[task], places=6)
+
+
+def _coco_ap(results_file: str) -> dict:
+    """AP (x 100) of a COCO results file on tiny_coco_val, by pycocotools' COCOeval."""
+    import contextlib
+    import io
+
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    with contextlib.redirect_stdout(io.StringIO()):
+        ground_truth = COCO(os.path.join(tiny_coco_root(), "annotations/instances_val2017.json"))
+        aps = {}
+        for task, iou_type in (("bbox", "bbox"), ("segm", "segm")):
+            evaluator = COCOeval(ground_truth, ground_truth.loadRes(results_file), iou_type)
+            evaluator.evaluate()
+            evaluator.accumulate()
+            evaluator.summarize()
+            aps[task] = 100 * evaluator.stats[0]
+    return aps
 
 
 class TestDistributedCPU(unittest.TestCase):

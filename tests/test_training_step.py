@@ -13,7 +13,6 @@ import warnings
 import pytest
 import torch
 from torch import nn
-from training import ENGINE_LOGGER, tiny_cfg, train
 
 from detectron2.modeling import build_model
 from detectron2.utils.events import EventStorage
@@ -25,6 +24,8 @@ from yolact_d2.engine import (
     YolactTrainer,
     full_model_max_grad_norm,
 )
+
+from training import ENGINE_LOGGER, tiny_cfg, train
 
 
 class TestPrecisionAndSteps(unittest.TestCase):

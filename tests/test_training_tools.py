@@ -67,9 +67,11 @@ def test_profile_training_reports_every_phase(tmp_path):
     rows = dict(re.findall(r"^\| ([a-z +]+) \| ([0-9.]+) \|", out, re.M))
     phases = ["data", "network forward", "loss", "backward + clip", "optimizer step"]
     assert set(rows) == set(phases) | {"iteration"}
-    assert all(float(rows[p]) > 0 for p in phases)
-    # the phases are the parts of one iteration (medians: they need not add up exactly)
-    assert sum(float(rows[p]) for p in phases) <= 1.5 * float(rows["iteration"])
+    # The phases are the parts of one iteration (medians: they need not add up exactly): each
+    # is shorter than the iteration, and together they account for most of it.
+    iteration = float(rows["iteration"])
+    assert all(0 < float(rows[p]) < iteration for p in phases)
+    assert 0.5 * iteration <= sum(float(rows[p]) for p in phases) <= 1.5 * iteration
     assert "aten::" in out  # the operator table
     assert cpu_flags_summary() in out
 
