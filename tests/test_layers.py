@@ -1,0 +1,52 @@
+# Copyright (c) yolact_d2 contributors.
+"""
+The packages of yolact_d2 import one way (docs/ARCHITECTURE.md): each imports only packages
+below it in LAYERS, at module level or inside functions alike (dev/import_map.py reads them).
+"""
+
+import importlib.util
+import os
+
+from common import REPO_ROOT
+
+# Bottom first.
+LAYERS = [
+    "utils",
+    "layers",
+    "config",
+    "model_zoo",
+    "modeling",
+    "data",
+    "checkpoint",
+    "evaluation",
+    "engine",
+    "deploy",
+    "benchmark",
+]
+
+
+def _import_map():
+    path = os.path.join(REPO_ROOT, "dev", "import_map.py")
+    spec = importlib.util.spec_from_file_location("import_map", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.import_map(), module.line_counts()
+
+
+def test_every_package_has_a_layer():
+    _, counts = _import_map()
+    assert set(counts) - {"__init__"} == set(LAYERS)
+
+
+def test_imports_point_down():
+    edges, _ = _import_map()
+    upward = {
+        f"{source} -> {target}": places
+        for source, targets in edges.items()
+        if source != "__init__"
+        for target, places in targets.items()
+        if LAYERS.index(target) > LAYERS.index(source)
+    }
+    assert upward == {}
+    # The map sees imports (so the check can fail): what the model is built from, for one.
+    assert {"layers", "utils"} <= set(edges["modeling"])
