@@ -12,6 +12,7 @@ from detectron2.structures import Instances
 
 from yolact_d2.data.image_io import in_input_format
 from yolact_d2.modeling.paste import paste_instances
+from yolact_d2.utils.signal_stack import preserved_signal_stack
 
 from .metadata import postprocess_settings, read_metadata
 
@@ -50,7 +51,10 @@ class _OpenVinoSession:
         config = {"INFERENCE_PRECISION_HINT": self.PRECISIONS[precision]}
         if num_threads:
             config["INFERENCE_NUM_THREADS"] = num_threads
-        self.model = openvino.Core().compile_model(path, "CPU", config)
+        # (OpenVINO's CPU plugin would leave this thread a dangling alternate signal stack:
+        # see yolact_d2.utils.signal_stack.)
+        with preserved_signal_stack():
+            self.model = openvino.Core().compile_model(path, "CPU", config)
 
     def __call__(self, image: np.ndarray) -> List[np.ndarray]:
         return list(self.model({"image": image}).values())

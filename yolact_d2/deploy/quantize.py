@@ -20,6 +20,7 @@ import tempfile
 from typing import Iterable, List, Optional
 
 from yolact_d2.data.image_io import in_input_format
+from yolact_d2.utils.signal_stack import preserved_signal_stack
 
 from .metadata import QUANTIZATION_KEY, read_metadata
 
@@ -94,13 +95,15 @@ def quantize_int8(
     level = nncf_logger.level
     nncf_logger.setLevel(logging.WARNING)  # one INFO line per operation left in float
     try:
-        quantized = nncf.quantize(
-            model,
-            nncf.Dataset(images, lambda image: {"image": image}),
-            subset_size=len(images),
-            fast_bias_correction=fast_bias_correction,
-            ignored_scope=nncf.IgnoredScope(types=other_types, validate=False),
-        )
+        # NNCF compiles models on OpenVINO's CPU plugin: see yolact_d2.utils.signal_stack.
+        with preserved_signal_stack():
+            quantized = nncf.quantize(
+                model,
+                nncf.Dataset(images, lambda image: {"image": image}),
+                subset_size=len(images),
+                fast_bias_correction=fast_bias_correction,
+                ignored_scope=nncf.IgnoredScope(types=other_types, validate=False),
+            )
     finally:
         nncf_logger.setLevel(level)
     info = dict(metadata)
