@@ -165,10 +165,10 @@ class _IterationClock(hooks.HookBase):
 def training(args, results):
     """Section 4: R50-550, batch 8, AMP, on tiny_coco."""
     from yolact_d2.engine import YolactTrainer
-    from yolact_d2.engine.cli import load_tool_config
+    from yolact_d2.engine.cli import load_config
 
     with tempfile.TemporaryDirectory() as output_dir:
-        cfg = load_tool_config(
+        cfg = load_config(
             os.path.join(REPO_ROOT, "configs", "yolact_R_50_FPN_550.yaml"),
             [
                 "MODEL.WEIGHTS", "",

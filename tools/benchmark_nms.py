@@ -29,7 +29,7 @@ from yolact_d2.benchmark import (
     dataset_objects,
     default_image_dir,
     image_files,
-    load_config,
+    load_config_spec,
     load_images,
     markdown_table,
     model_candidate_sets,
@@ -89,7 +89,7 @@ def main(args) -> list:
     logger = setup_logger(name="yolact_d2")
     torch.set_num_threads(args.threads)
     os.makedirs(args.output, exist_ok=True)
-    cfg = load_config(args.config, args.opts)
+    cfg = load_config_spec(args.config, args.opts)
     test = cfg.MODEL.YOLACT.TEST
     settings = {
         "iou_threshold": test.NMS_THRESH,

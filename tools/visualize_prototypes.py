@@ -9,7 +9,7 @@ coefficients c that made it.
         --input image.png --output prototypes.png --top-k 4 \
         --opts MODEL.WEIGHTS output/demo_synthetic/model_final.pth
 
-From Python: yolact_d2.utils.prototypes.prototype_view(model, bgr_image, top_k) returns the
+From Python: yolact_d2.engine.prototypes.prototype_view(model, bgr_image, top_k) returns the
 arrays, render_prototype_view(...) the picture.
 """
 

@@ -356,7 +356,7 @@ class YolactTrainer(DefaultTrainer):
             cfg (CfgNode): a full config.
         """
         # DefaultTrainer.__init__ hard-codes the DDP wrapping (device_ids, which CPU modules
-        # reject: tests/test_engine.py shows it failing on two CPU processes), the step trainer
+        # reject: tests/test_train_net.py shows it failing on two CPU processes), the step trainer
         # and the checkpointer, with no hook for any of them, so it is replaced by this one; the
         # attributes it sets, and therefore all of DefaultTrainer's other methods, are the same.
         TrainerBase.__init__(self)
