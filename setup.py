@@ -6,6 +6,7 @@ setup(
     name="yolact_d2",
     version="0.1.0",
     description="YOLACT and YOLACT++ real-time instance segmentation as a Detectron2 extension",
+    license="Apache-2.0",
     python_requires=">=3.9",
     packages=find_packages(exclude=("tests", "tools")),
     # The configs ship with the package (yolact_d2.model_zoo.get_config_file).

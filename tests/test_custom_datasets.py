@@ -7,14 +7,12 @@ walk-through, run as written.
 
 import glob
 import json
-import numpy as np
 import os
 import re
 import subprocess
 import sys
 import uuid
 
-import cv2
 import pytest
 
 from detectron2.data import DatasetCatalog, MetadataCatalog
@@ -27,6 +25,7 @@ from yolact_d2.data import (
     resolve_num_classes,
     setup_datasets,
 )
+from yolact_d2.data.examples import write_shapes_split
 
 from common import CONFIG_DIR, REPO_ROOT, get_config
 
@@ -37,63 +36,9 @@ CLASSES = {7: "square", 3: "circle"}  # not contiguous, not in id order: names s
 # ------------------------------------------------------------------------------------------
 # A small two-class dataset in the README's layout
 # ------------------------------------------------------------------------------------------
-def _shape(rng, size, category_id):
-    """A filled square or circle: (uint8 mask, polygon as a flat list)."""
-    mask = np.zeros((size, size), np.uint8)
-    cx, cy = (int(v) for v in rng.integers(size // 4, 3 * size // 4, size=2))
-    r = int(rng.integers(size // 8, size // 4))
-    if CLASSES[category_id] == "square":
-        points = np.array([[cx - r, cy - r], [cx + r, cy - r], [cx + r, cy + r], [cx - r, cy + r]])
-    else:
-        points = cv2.ellipse2Poly((cx, cy), (r, r), 0, 0, 360, 20)
-    cv2.fillPoly(mask, [points.astype(np.int32)], 1)
-    return mask, [float(v) for v in points.reshape(-1)]
-
-
-def write_split(root, split, num_images, seed, size=96):
-    """
-    Writes ``root/<split>/*.jpg`` and ``root/annotations/instances_<split>.json`` (one or two
-    shapes per image, polygon segmentations).
-
-    Returns:
-        str: the json file.
-    """
-    rng = np.random.default_rng(seed)
-    os.makedirs(os.path.join(root, split), exist_ok=True)
-    os.makedirs(os.path.join(root, "annotations"), exist_ok=True)
-    images, annotations = [], []
-    for index in range(num_images):
-        image = np.full((size, size, 3), rng.integers(0, 80, size=3), np.uint8)
-        file_name = f"{index:06d}.jpg"
-        images.append({"id": index + 1, "file_name": file_name, "height": size, "width": size})
-        # image i: a square or a circle (alternating), and a second shape on odd images
-        for k in range(1 + index % 2):
-            category_id = sorted(CLASSES)[(index + k) % 2]
-            mask, polygon = _shape(rng, size, category_id)
-            image[mask.astype(bool)] = rng.integers(150, 256, size=3)
-            ys, xs = np.nonzero(mask)
-            x0, y0 = float(xs.min()), float(ys.min())
-            annotations.append(
-                {
-                    "id": len(annotations) + 1,
-                    "image_id": index + 1,
-                    "category_id": category_id,
-                    "bbox": [x0, y0, float(xs.max()) + 1 - x0, float(ys.max()) + 1 - y0],
-                    "area": float(mask.sum()),
-                    "iscrowd": 0,
-                    "segmentation": [polygon],
-                }
-            )
-        assert cv2.imwrite(os.path.join(root, split, file_name), image)
-    coco = {
-        "images": images,
-        "annotations": annotations,
-        "categories": [{"id": i, "name": n} for i, n in CLASSES.items()],
-    }
-    json_file = os.path.join(root, "annotations", f"instances_{split}.json")
-    with open(json_file, "w") as f:
-        json.dump(coco, f)
-    return json_file
+def write_split(root, split, num_images, seed):
+    """``root/<split>/*.jpg`` and ``root/annotations/instances_<split>.json`` with CLASSES."""
+    return write_shapes_split(root, split, num_images, seed, classes=CLASSES)
 
 
 @pytest.fixture(scope="module")
