@@ -1,6 +1,6 @@
 #!/usr/bin/env python
 # Copyright (c) yolact_d2 contributors.
-"""
+r"""
 Train or evaluate YOLACT / YOLACT++ with Detectron2.
 
 Examples:
@@ -18,8 +18,10 @@ On a machine without CUDA, ``--num-gpus N`` starts N CPU processes (gloo backend
 ``cores // N`` threads; a config asking for ``MODEL.DEVICE cuda`` falls back to CPU.
 """
 
+import yolact_d2  # noqa: F401  isort:skip  (first: Detectron2 without its import-time warnings)
 import logging
 import os
+import sys
 from datetime import timedelta
 
 import torch
@@ -32,7 +34,7 @@ from detectron2.utils.logger import setup_logger
 
 from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
 from yolact_d2.engine import YolactTrainer, apply_yolact_autoscale
-from yolact_d2.engine.cli import tool_config_or_exit
+from yolact_d2.engine.cli import exit_on_input_error, tool_config_or_exit, tool_parser
 
 logger = logging.getLogger("yolact_d2")
 
@@ -69,22 +71,27 @@ def main(args):
 
     if args.eval_only:
         model = YolactTrainer.build_model(cfg)
-        YolactCheckpointer(model, save_dir=cfg.OUTPUT_DIR).resume_or_load(
-            cfg.MODEL.WEIGHTS, resume=args.resume
+        checkpointer = YolactCheckpointer(
+            model,
+            save_dir=cfg.OUTPUT_DIR,
+            allow_mismatch=cfg.MODEL.YOLACT.ALLOW_WEIGHTS_MISMATCH,
         )
+        with exit_on_input_error():
+            checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = YolactTrainer.test(cfg, model)
         if comm.is_main_process():
             verify_results(cfg, results)
         return results
 
     trainer = YolactTrainer(cfg)
-    trainer.resume_or_load(resume=args.resume)
+    with exit_on_input_error():
+        trainer.resume_or_load(resume=args.resume)
     return trainer.train()
 
 
 def get_parser():
     """Detectron2's training arguments, and how long processes wait for each other."""
-    parser = default_argument_parser()
+    parser = tool_parser(__doc__, parents=[default_argument_parser()], config_file=False)
     parser.add_argument(
         "--dist-timeout",
         type=float,
@@ -100,12 +107,19 @@ def get_parser():
 if __name__ == "__main__":
     args = get_parser().parse_args()
     print("Command Line Args:", args)
-    launch(
-        main,
-        args.num_gpus,
-        num_machines=args.num_machines,
-        machine_rank=args.machine_rank,
-        dist_url=args.dist_url,
-        args=(args,),
-        timeout=timedelta(seconds=args.dist_timeout),
-    )
+    try:
+        launch(
+            main,
+            args.num_gpus,
+            num_machines=args.num_machines,
+            machine_rank=args.machine_rank,
+            dist_url=args.dist_url,
+            args=(args,),
+            timeout=timedelta(seconds=args.dist_timeout),
+        )
+    except torch.multiprocessing.ProcessExitedException as e:
+        # A worker that ended on bad input (exit code 2) has printed its one error line: end
+        # with its code rather than torch's traceback about the worker.
+        if e.exit_code is None or e.exit_code <= 0:
+            raise
+        sys.exit(e.exit_code)

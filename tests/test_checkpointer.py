@@ -17,7 +17,11 @@ from torch import nn
 from detectron2.checkpoint import DetectionCheckpointer
 from detectron2.modeling import build_model
 
-from yolact_d2.checkpoint.checkpointer import CLASS_DEPENDENT_LAYERS, YolactCheckpointer
+from yolact_d2.checkpoint.checkpointer import (
+    CLASS_DEPENDENT_LAYERS,
+    WeightsError,
+    YolactCheckpointer,
+)
 from yolact_d2.checkpoint.key_names import convert_backbone_state_dict
 
 from common import get_config
@@ -208,6 +212,15 @@ class TestCheckpointer(unittest.TestCase):
             },
             self.path("yolact_base_54_800000.pth"),
         )
+        # WeightsError (a ValueError): train_net.py prints it as one "error:" line.
         for name in ["text.pth", "text.pkl", "tensor.pth", "yolact_base_54_800000.pth"]:
-            with self.assertRaisesRegex(ValueError, self.path(name)):
+            with self.assertRaisesRegex(WeightsError, self.path(name)):
                 checkpointer.load(self.path(name))
+        with self.assertRaises(WeightsError) as error:
+            checkpointer.load(self.path("yolact_base_54_800000.pth"))
+        self.assertEqual(
+            str(error.exception),
+            f"'{self.path('yolact_base_54_800000.pth')}' is an original dbolya/yolact checkpoint; "
+            "convert it first: python tools/convert_yolact_weights.py "
+            f"{self.path('yolact_base_54_800000.pth')} <output>.pth",
+        )

@@ -178,29 +178,98 @@ def test_convert_and_load(name, tmp_path, caplog):
     assert not incompatible.missing_keys and not incompatible.unexpected_keys
     assert_weights_landed(model, source, darknet)
 
-    fill_model(model, -1)
-    with caplog.at_level(logging.INFO):
-        DetectionCheckpointer(model).load(dst)
-    assert "not found in the checkpoint" not in caplog.text
-    assert "not used by the model" not in caplog.text
-    assert_weights_landed(model, source, darknet)
+    # Detectron2's checkpointer (DefaultPredictor) and ours (train_net.py): no missing or
+    # unexpected keys, no warning; ours also finds the architecture the config's.
+    for checkpointer in (DetectionCheckpointer, YolactCheckpointer):
+        fill_model(model, -1)
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            checkpointer(model).load(dst)
+        assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == []
+        assert_weights_landed(model, source, darknet)
+
+
+# What the converter logs about the training-only conv (tools/convert_yolact_weights.py prints
+# it), and what each checkpointer logs when the config has no such layer.
+CONVERTER_NOTE = (
+    "Kept the training-only semantic_seg_conv weights (for fine-tuning; inference never runs "
+    "them). With MODEL.YOLACT.LOSS.SEMANTIC_SEG_WEIGHT 0 the model has no such layer: "
+    "YolactCheckpointer skips them (logged at INFO), Detectron2's DetectionCheckpointer "
+    "(DefaultPredictor) warns that they are not used by the model; every other weight loads the "
+    "same."
+)
+DETECTRON2_WARNING = (
+    "The checkpoint state_dict contains keys that are not used by the model:\n"
+    "  mask_branch.semantic_seg_conv.{bias, weight}"
+)
+YOLACT_INFO = (
+    "Not loading the checkpoint's mask_branch.semantic_seg_conv: this model has none "
+    "(MODEL.YOLACT.LOSS.SEMANTIC_SEG_WEIGHT 0); it only trains the semantic segmentation loss, "
+    "inference never runs it."
+)
 
 
 def test_load_without_semantic_seg_conv(tmp_path, caplog):
-    """A model built without the training-only conv only logs the unexpected keys."""
+    """A model built without the training-only conv: the converter's note is what happens."""
     source = synthetic_checkpoint("yolact_resnet50")
     dst = str(tmp_path / "r50.pth")
-    convert_yolact_checkpoint(save(source, tmp_path / "yolact_resnet50_1_2.pth"), dst)
+    with caplog.at_level(logging.INFO, logger="yolact_d2.checkpoint"):
+        convert_yolact_checkpoint(save(source, tmp_path / "yolact_resnet50_1_2.pth"), dst)
+    assert CONVERTER_NOTE in [r.getMessage() for r in caplog.records]
     cfg = get_config("yolact_R_50_FPN_550.yaml", ["MODEL.YOLACT.LOSS.SEMANTIC_SEG_WEIGHT", 0.0])
     model = build_model(cfg)
     assert not any("semantic_seg_conv" in k for k in model.state_dict())
-    with caplog.at_level(logging.INFO):
-        DetectionCheckpointer(model).load(dst)
-    assert "not used by the model" in caplog.text and "semantic_seg_conv" in caplog.text
-    assert "not found in the checkpoint" not in caplog.text
     protonet_value = source["proto_net.10.weight"].flatten()[0]
-    predictor_weight = model.mask_branch.protonet.predictor.weight
-    assert torch.equal(predictor_weight, protonet_value.expand(32, 256, 1, 1))
+    for checkpointer, expected in [
+        (DetectionCheckpointer, [(logging.WARNING, DETECTRON2_WARNING)]),
+        (YolactCheckpointer, [(logging.INFO, YOLACT_INFO)]),
+    ]:
+        fill_model(model, -1)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="fvcore.common.checkpoint"):
+            checkpointer(model).load(dst)
+        logged = [
+            (r.levelno, re.sub(r"\x1b\[[0-9;]*m", "", r.getMessage()))  # fvcore's colours
+            for r in caplog.records
+            if r.name == "fvcore.common.checkpoint" and "Loading from" not in r.getMessage()
+        ]
+        assert logged == expected, checkpointer.__name__
+        predictor_weight = model.mask_branch.protonet.predictor.weight
+        assert torch.equal(predictor_weight, protonet_value.expand(32, 256, 1, 1))
+
+
+def test_checkpoint_without_semantic_seg_conv_keeps_its_initialisation(tmp_path, caplog):
+    """A reference checkpoint without the conv, into a config that trains it: our checkpointer
+    says so at INFO (no missing-key warning) and the conv keeps its initialisation."""
+    source = synthetic_checkpoint("yolact_resnet50")
+    del source["semantic_seg_conv.weight"], source["semantic_seg_conv.bias"]
+    dst = str(tmp_path / "r50.pth")
+    convert_yolact_checkpoint(save(source, tmp_path / "yolact_resnet50_1_2.pth"), dst)
+    model = build_model(get_config("yolact_R_50_FPN_550.yaml"))
+    fill_model(model, -1)
+    with caplog.at_level(logging.INFO, logger="fvcore.common.checkpoint"):
+        YolactCheckpointer(model).load(dst)
+    logged = [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if r.name == "fvcore.common.checkpoint" and "Loading from" not in r.getMessage()
+    ]
+    assert logged == [
+        (
+            logging.INFO,
+            "The checkpoint has no mask_branch.semantic_seg_conv (it only trains the semantic "
+            "segmentation loss); it keeps its initialisation.",
+        )
+    ]
+    assert bool((model.mask_branch.semantic_seg_conv.weight == -1).all())
+    assert_weights_landed_except_semantic_seg(model, source)
+
+
+def assert_weights_landed_except_semantic_seg(model, source):
+    model_sd = model.state_dict()
+    targets = {expected_target(k, False): v for k, v in source.items()}
+    assert set(targets) == {k for k in model_sd if "semantic_seg_conv" not in k}
+    assert all(torch.equal(model_sd[k], v) for k, v in targets.items())
 
 
 # ------------------------------------------------------------------------------------------------

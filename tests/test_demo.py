@@ -1,5 +1,5 @@
 # Copyright (c) yolact_d2 contributors.
-"""The README's main job (tools/train_synthetic_demo.py), shortened to a few iterations."""
+"""The main job (tools/train_synthetic_demo.py, docs/GETTING_STARTED.md), a few iterations."""
 
 import contextlib
 import importlib.util

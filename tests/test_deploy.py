@@ -304,6 +304,13 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 """
 
 
+def _run_standalone(path, *args):
+    runner = os.path.join(REPO_ROOT, "tools", "onnx_inference.py")
+    return subprocess.run(
+        [sys.executable, "-c", _BLOCK_TORCH, runner, path, *args], capture_output=True, text=True
+    )
+
+
 def test_standalone_runner_needs_no_torch(r50_export, tmp_path):
     model, path = r50_export
     files = sorted(glob.glob(os.path.join(tiny_coco_root(), "val2017", "*.jpg")))[:2]
@@ -314,28 +321,31 @@ def test_standalone_runner_needs_no_torch(r50_export, tmp_path):
     (inputs / "broken.jpg").write_bytes(b"not an image")
     (inputs / "notes.txt").write_text("not an image either, and not an image extension")
     out = tmp_path / "out"
-    runner = os.path.join(REPO_ROOT, "tools", "onnx_inference.py")
-    proc = subprocess.run(
-        [sys.executable, "-c", _BLOCK_TORCH, runner, path, "--input", str(inputs)]
-        + ["--output", str(out), "--confidence-threshold", "0.5"],
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 1, proc.stderr  # one unreadable image
+    proc = _run_standalone(
+        path, "--input", str(inputs), "nowhere.jpg", "--output", str(out),
+        "--confidence-threshold", "0.9",
+    )  # fmt: skip
+    # one unreadable image and one missing input: both reported, the rest processed, exit 1
+    assert proc.returncode == 1, proc.stderr
     assert "broken.jpg: cannot read this image" in proc.stderr
+    assert "input 'nowhere.jpg' does not exist, skipped" in proc.stderr
     assert "Traceback" not in proc.stderr
     results = json.loads((out / "detections.json").read_text())
     predictor = ExportedPredictor(path)
     from pycocotools import mask as mask_util
 
+    below = 0
     for f in files:
         name = os.path.basename(f)
         assert (out / (os.path.splitext(name)[0] + ".png")).is_file()
         mine = [r for r in results if r["file_name"] == name]
         assert all(r["image_id"] == int(os.path.splitext(name)[0]) for r in mine)
         inst = predictor(cv2.imread(f))["instances"]
-        inst = inst[inst.scores >= 0.5]
+        # the json keeps every detection, as demo.py --output-json; the threshold only draws
         assert len(mine) == len(inst) > 0
+        drawn = int((inst.scores >= 0.9).sum())
+        assert f"{name}: {len(inst)} detections, {drawn} drawn" in proc.stdout
+        below += len(inst) - drawn
         category_ids = json.loads(read_metadata(path)["category_ids"])
         ious = []
         for r, box, score, cls, mask in zip(
@@ -349,6 +359,37 @@ def test_standalone_runner_needs_no_torch(r50_export, tmp_path):
             inter, union = (decoded & mask.numpy()).sum(), (decoded | mask.numpy()).sum()
             ious.append(inter / union if union else 1.0)  # both empty: the same mask
         assert np.mean(ious) >= 0.99  # OpenCV's bilinear paste against PyTorch's
+    assert below > 0  # in the json, not drawn
+
+
+def test_standalone_runner_numbers_images_as_an_annotations_file(r50_export, tmp_path):
+    _, path = r50_export
+    files = sorted(glob.glob(os.path.join(tiny_coco_root(), "val2017", "*.jpg")))[:2]
+    inputs = tmp_path / "in"
+    os.makedirs(inputs)
+    for i, f in enumerate(files):
+        shutil.copy(f, inputs / f"photo_{i}.jpg")  # names without a COCO number
+    annotations = tmp_path / "annotations.json"
+    annotations.write_text(json.dumps({"images": [{"id": 7001, "file_name": "a/photo_0.jpg"}]}))
+    out = tmp_path / "out"
+    proc = _run_standalone(
+        path, "--input", str(inputs), "--output", str(out), "--image-ids-from", str(annotations)
+    )
+    assert proc.returncode == 1, proc.stderr  # photo_1.jpg is not in the annotations
+    assert f"photo_1.jpg: not an image of {annotations}, skipped" in proc.stderr
+    results = json.loads((out / "detections.json").read_text())
+    assert results and {r["image_id"] for r in results} == {7001}
+    assert {r["file_name"] for r in results} == {"photo_0.jpg"}
+    proc = _run_standalone(path, "--input", str(inputs), "--output", str(out))
+    assert proc.returncode == 0, proc.stderr
+    ids = {r["file_name"]: r["image_id"] for r in json.loads((out / "detections.json").read_text())}
+    assert ids == {"photo_0.jpg": 0, "photo_1.jpg": 1}  # without it: the position among the inputs
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    proc = _run_standalone(path, "--input", str(inputs), "--output", str(out), "--image-ids-from",
+                           str(bad))  # fmt: skip
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: --image-ids-from")
+    assert "Traceback" not in proc.stderr
 
 
 def _tool(*args):

@@ -11,6 +11,7 @@ from common import REPO_ROOT
 
 # Bottom first.
 LAYERS = [
+    "_quiet",  # imported first by the package: third-party modules without their import warnings
     "utils",
     "layers",
     "config",

@@ -23,7 +23,7 @@ from yolact_d2.evaluation.mask_agreement import MaskAgreement
 from common import REPO_ROOT, calibrate_detections, get_model
 
 # Small and quick; on random weights (calibrated to detect) int8 is far noisier than on trained
-# ones, whose AP the benchmark measures (README "Speed": within 0.4 mask AP of fp32).
+# ones, whose AP the benchmark measures (docs/BENCHMARKS.md: within 0.4 mask AP of fp32).
 CONFIG = "demo/yolact_R_18_synthetic.yaml"
 
 

@@ -20,6 +20,7 @@ Prints a Markdown table (and YOLACT's stage breakdown), writes ``results.csv``,
 ``results.md`` and ``speed_vs_ap.png`` to ``--output``.
 """
 
+import yolact_d2  # noqa: F401  isort:skip  (first: Detectron2 without its import-time warnings)
 import argparse
 import json
 import os
@@ -28,7 +29,6 @@ import torch
 
 from detectron2.utils.logger import setup_logger
 
-import yolact_d2  # noqa: F401  (registers the YOLACT meta-architecture and datasets)
 from yolact_d2.benchmark import (
     MEMORY_COLUMNS,
     PRECISIONS,
@@ -53,6 +53,7 @@ from yolact_d2.benchmark import (
     plot_speed_vs_ap,
     write_csv,
 )
+from yolact_d2.engine.cli import tool_parser
 from yolact_d2.utils.cpu import cpu_flags_summary
 
 DEFAULT_CONFIGS = [
@@ -63,7 +64,7 @@ DEFAULT_CONFIGS = [
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = tool_parser(__doc__, config_file=False)
     parser.add_argument(
         "--configs",
         nargs="+",
@@ -171,13 +172,6 @@ def get_parser() -> argparse.ArgumentParser:
         "'--runtime original'",
     )
     parser.add_argument("--output", default="output/benchmark", help="output folder")
-    parser.add_argument(
-        "opts",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="KEY VALUE config pairs applied to every config (after '--' when "
-        "they follow an option taking several values)",
-    )
     return parser
 
 
@@ -195,7 +189,6 @@ def _default_baseline(configs):
 
 
 def main(args) -> list:
-    args.opts = [o for o in args.opts if o != "--"]
     logger = setup_logger(name="yolact_d2")
     load_config_spec(args.configs[0], args.opts)  # registers DATASETS.REGISTER_COCO for --dataset
     os.makedirs(args.output, exist_ok=True)

@@ -11,6 +11,7 @@ Example::
     python tools/benchmark_nms.py --source synthetic --dataset tiny_coco_val --threads 2
 """
 
+import yolact_d2  # noqa: F401  isort:skip  (first: Detectron2 without its import-time warnings)
 import argparse
 import logging
 import os
@@ -19,7 +20,6 @@ import torch
 
 from detectron2.utils.logger import setup_logger
 
-import yolact_d2  # noqa: F401  (registers datasets and the YOLACT meta-architecture)
 from yolact_d2.benchmark import (
     NMS_COLUMNS,
     NMS_METHODS,
@@ -38,10 +38,11 @@ from yolact_d2.benchmark import (
     write_csv,
     yolact_priors,
 )
+from yolact_d2.engine.cli import tool_parser
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = tool_parser(__doc__, config_file=False)
     parser.add_argument(
         "--config",
         default="yolact_R_50_FPN_550.yaml",
@@ -64,7 +65,6 @@ def get_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval-images", type=int, help="evaluate AP on the first N images only")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--output", default="output/benchmark_nms")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, default=[], help="KEY VALUE config pairs")
     return parser
 
 

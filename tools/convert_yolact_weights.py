@@ -10,6 +10,7 @@ It prints the detected architecture and the config to use with the output, e.g.
 ``--config-file configs/yolact_R_101_FPN_700.yaml MODEL.WEIGHTS yolact_im700_d2.pth``.
 """
 
+import yolact_d2  # noqa: F401  isort:skip  (first: Detectron2 without its import-time warnings)
 import argparse
 import logging
 import sys

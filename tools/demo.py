@@ -3,29 +3,34 @@
 r"""
 Run a trained YOLACT on images, a folder, a video or a camera, and draw or save its predictions.
 
-Examples:
+Examples (inputs from "python tools/example_data.py"; CFG and W: a config and its weights, e.g.
+configs/yolact_R_50_FPN_550.yaml and a converted yolact_resnet50_d2.pth):
 
-    # images, globs and folders (recursively): one drawing per image in output/demo/
-    python tools/demo.py --config-file configs/yolact_R_50_FPN_550.yaml \
-        --input photos/ "more/*.jpg" a.png --output output/demo \
-        --opts MODEL.WEIGHTS yolact_resnet50_d2.pth
+    # images, globs and folders (recursively): one drawing per image in output/examples/
+    python tools/demo.py --config-file CFG --input examples/images "examples/images/c*.jpg" \
+        --output output/examples MODEL.WEIGHTS W
     # detections as COCO results (RLE masks; --polygons adds outer contours and holes)
-    python tools/demo.py --config-file CFG --input photos/ --output-json results.json --opts ...
+    python tools/demo.py --config-file CFG --input examples/images \
+        --output-json output/examples.json MODEL.WEIGHTS W
     # every image of a registered dataset (its image and category ids, for COCOeval)
-    python tools/demo.py --config-file CFG --dataset coco_2017_val --output-json val.json
-    # a video: drawn into output.mp4 (same size and fps), frame rates printed at the end
-    python tools/demo.py --config-file CFG --video-input in.mp4 --output output.mp4
+    python tools/demo.py --config-file CFG --dataset coco_2017_val \
+        --output-json output/val.json MODEL.WEIGHTS W
+    # a video: drawn into output/video.mp4 (same size and fps), frame rates printed at the end
+    python tools/demo.py --config-file CFG --video-input examples/video.mp4 \
+        --output output/video.mp4 MODEL.WEIGHTS W
     # a camera (device 0, or a video file standing in for one); Esc or the end stops it
-    python tools/demo.py --config-file CFG --webcam 0
+    python tools/demo.py --config-file CFG --webcam 0 MODEL.WEIGHTS W
+
+Config overrides (KEY VALUE ...) follow the options, bare or after --opts.
 
 Without --output, drawings are shown in a window (when a display exists). The json holds every
 detection the model returns (as evaluation sees them, with the dataset's category ids where its
 metadata maps them); --confidence-threshold only chooses what is drawn. Exit code 1 if some
-images could not be read (they are listed and skipped), 2 for a missing config, weights file,
-input or output directory.
+inputs do not exist or could not be read (they are listed and skipped, the rest is processed),
+2 for a missing config, weights file or output directory, or no image at all.
 """
 
-import argparse
+import yolact_d2  # noqa: F401  isort:skip  (first: Detectron2 without its import-time warnings)
 import json
 import logging
 import os
@@ -35,6 +40,7 @@ import cv2
 
 from detectron2.utils.logger import setup_logger
 
+from yolact_d2.checkpoint.checkpointer import WeightsError
 from yolact_d2.engine import YolactPredictor
 from yolact_d2.engine.cli import load_config, tool_parser
 from yolact_d2.engine.inference_demo import (
@@ -74,9 +80,6 @@ def get_parser():
         help="minimum score drawn (default: MODEL.YOLACT.TEST.DISPLAY_SCORE_THRESH)",
     )
     parser.add_argument("--batch-size", type=int, default=1, help="images per forward pass")
-    parser.add_argument(
-        "--opts", nargs=argparse.REMAINDER, default=[], help="config overrides KEY VALUE ..."
-    )
     return parser
 
 
@@ -120,9 +123,14 @@ def run_images(args, demo: Demo, logger) -> None:
             raise DemoInputError(f"dataset {args.dataset!r} is not registered")
         images, total = dataset_images(args.dataset), len(DatasetCatalog.get(args.dataset))
     else:
-        files = list_image_files(args.input)
+        missing = []
+        files = list_image_files(args.input, missing)
         if not files:
-            raise DemoInputError(f"no images found in {args.input}")
+            what = f"input {missing[0]!r} does not exist" if len(missing) == 1 else "no images"
+            raise DemoInputError(f"{what} (--input {' '.join(args.input)})")
+        for item in missing:
+            logger.warning(f"input {item!r} does not exist, skipped")
+        demo.failed += missing
         images, total = file_images(files), len(files)
     if args.output:
         os.makedirs(args.output, exist_ok=True)
@@ -191,7 +199,7 @@ def main(argv=None) -> int:
             run_video(args, demo, logger)
         else:
             run_images(args, demo, logger)
-    except DemoInputError as e:
+    except (DemoInputError, WeightsError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.output_json:

@@ -12,14 +12,11 @@ Example::
     python tools/example_data.py
 """
 
+import yolact_d2  # noqa: F401  isort:skip  (first: Detectron2 without its import-time warnings)
 import argparse
 import os
 
-from yolact_d2.data.examples import (
-    write_example_images,
-    write_example_video,
-    write_shapes_dataset,
-)
+from yolact_d2.data.examples import write_example_images, write_example_video, write_shapes_dataset
 
 
 def get_parser() -> argparse.ArgumentParser:

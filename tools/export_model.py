@@ -16,7 +16,7 @@ tools/onnx_inference.py. After writing, the export is checked against the PyTorc
 sample image (--no-verify skips that).
 """
 
-import argparse
+import yolact_d2  # noqa: F401  isort:skip  (first: Detectron2 without its import-time warnings)
 import logging
 import os
 
@@ -26,7 +26,7 @@ from detectron2.utils.logger import setup_logger
 
 from yolact_d2.deploy import FORMATS, build_export_model, export_model
 from yolact_d2.deploy.verify import compare_with_pytorch
-from yolact_d2.engine.cli import fail, tool_config_or_exit, tool_parser
+from yolact_d2.engine.cli import exit_on_input_error, fail, tool_config_or_exit, tool_parser
 
 
 def parse_args(argv=None):
@@ -39,7 +39,6 @@ def parse_args(argv=None):
         help="an image to trace with and to verify on (default: scikit-image's astronaut)",
     )
     parser.add_argument("--no-verify", action="store_true", help="skip the parity check")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)
 
 
@@ -63,7 +62,8 @@ def main(argv=None):
     logger = logging.getLogger("yolact_d2")
     bgr = sample_image_bgr(args.sample_image)
     image = bgr[:, :, ::-1].copy() if cfg.INPUT.FORMAT == "RGB" else bgr
-    model = build_export_model(cfg)
+    with exit_on_input_error():
+        model = build_export_model(cfg)
     path = export_model(cfg, model, args.format, args.output, image, args.config_file)
     logger.info(f"wrote {path} ({os.path.getsize(path) / 2**20:.1f} MiB)")
     if not args.no_verify:

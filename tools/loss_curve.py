@@ -8,6 +8,7 @@ median seconds per iteration, and a PNG of the loss curve.
     python tools/loss_curve.py output/scratch_proof/metrics.json --output loss.png [--window 3]
 """
 
+import yolact_d2  # noqa: F401  isort:skip  (first: Detectron2 without its import-time warnings)
 import argparse
 import json
 import os

@@ -4,13 +4,20 @@ r"""
 Run an exported YOLACT (model.onnx from tools/export_model.py) with nothing but numpy, OpenCV and
 onnxruntime: no PyTorch, Detectron2 or yolact_d2 needed. Copy this file next to the model.
 
-    python tools/onnx_inference.py export/model.onnx --input photos/ a.jpg "more/*.png" \
-        --output results/
+    python tools/onnx_inference.py export/model.onnx --input examples/images \
+        "datasets/tiny_coco/val2017/*.jpg" --output results/
 
 writes results/<image>.png (masks, boxes and labels drawn) for every image and
-results/detections.json: one COCO result per detection (image_id, category_id, bbox as XYWH,
-score, segmentation as compressed RLE; "mask_score" for YOLACT++; "file_name"). The image_id is
-the number of a COCO-style file name (000000000139.jpg -> 139), else the image's position.
+results/detections.json: one COCO result per detection the model returns, whatever
+--confidence-threshold says (it only chooses what is drawn), as "tools/demo.py --output-json"
+writes them: image_id, category_id, bbox as XYWH, score, segmentation as compressed RLE,
+"mask_score" for YOLACT++, "file_name". The image_id is the number of a COCO-style file name
+(000000000139.jpg -> 139), else the image's position among the inputs; with
+--image-ids-from ANNOTATIONS.json it is the id that json gives the image's file name, so that
+the file can be scored against those annotations with COCOeval.
+
+Inputs that do not exist and images that cannot be read are reported and skipped, the rest is
+processed, and the exit code is 1; with no image at all the exit code is 2.
 """
 
 import argparse
@@ -39,15 +46,29 @@ def parse_args(argv=None):
         "--confidence-threshold",
         type=float,
         default=None,
-        help="detections drawn and written from this score (default: the model's display "
-        "threshold, in its metadata)",
+        help="detections drawn from this score (default: the model's display threshold, in "
+        "its metadata); detections.json keeps every detection",
+    )
+    parser.add_argument(
+        "--image-ids-from",
+        metavar="ANNOTATIONS.json",
+        help="number images as this COCO json does (matched by file name)",
     )
     parser.add_argument("--threads", type=int, default=0, help="onnxruntime threads (0: auto)")
     return parser.parse_args(argv)
 
 
-def list_images(inputs):
-    """Files, folders (recursively, image extensions only) and globs, in a stable order."""
+def fail(message):
+    """A bad model, annotations file or input list: one error line, exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+def list_images(inputs, missing):
+    """
+    Files, folders (recursively, image extensions only) and globs, in a stable order; inputs
+    that match nothing are appended to ``missing``.
+    """
     found = []
     for item in inputs:
         if os.path.isdir(item):
@@ -63,8 +84,8 @@ def list_images(inputs):
         else:
             matches = sorted(glob.glob(item))
             if not matches:
-                raise SystemExit(f"error: input {item!r} does not exist")
-            found += matches
+                missing.append(item)
+            found += [m for m in matches if os.path.isfile(m)]
     return found
 
 
@@ -109,6 +130,16 @@ def image_id_of(path, position):
     return int(stem) if stem.isdigit() else position
 
 
+def read_image_ids(annotations):
+    """{file name: image id} of a COCO json's "images"."""
+    try:
+        with open(annotations) as f:
+            images = json.load(f)["images"]
+        return {os.path.basename(im["file_name"]): int(im["id"]) for im in images}
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        fail(f"--image-ids-from {annotations!r}: not a COCO json ({e})")
+
+
 class YolactOnnx:
     """The model and what its metadata says (input format, classes, thresholds)."""
 
@@ -121,7 +152,7 @@ class YolactOnnx:
         )
         meta = self.session.get_modelmeta().custom_metadata_map
         if "yolact_d2_version" not in meta:
-            raise SystemExit(f"error: {path!r} carries no yolact_d2 metadata")
+            fail(f"{path!r} carries no yolact_d2 metadata")
         self.input_format = meta["input_format"]
         self.outputs = json.loads(meta["outputs"])
         self.class_names = json.loads(meta["class_names"])
@@ -136,20 +167,25 @@ class YolactOnnx:
 
 
 def process(model, bgr, threshold, image_id, file_name):
-    """Draws the detections of one image and returns (drawing, COCO results)."""
+    """
+    Returns the drawing of one image (detections scoring at least ``threshold``) and the COCO
+    results of all its detections.
+    """
     out = model(bgr)
     height, width = bgr.shape[:2]
     drawing = bgr.copy()
     results = []
-    for i in np.flatnonzero(out["scores"] >= threshold):
+    for i in range(len(out["scores"])):
         x1, y1, x2, y2 = (float(v) for v in out["boxes"][i])
         cls = int(out["classes"][i])
         mask = paste_mask(out["masks"][i], height, width, model.mask_threshold)
-        color = np.array(color_of(len(results)), dtype=np.float32)
-        drawing[mask] = (0.5 * drawing[mask] + 0.5 * color).astype(np.uint8)
-        cv2.rectangle(drawing, (int(x1), int(y1)), (int(x2), int(y2)), color.tolist(), 2)
-        label = f"{model.class_names[cls]} {out['scores'][i]:.2f}"
-        cv2.putText(drawing, label, (int(x1), max(int(y1) - 3, 10)), 0, 0.45, (255, 255, 255), 1)
+        if out["scores"][i] >= threshold:
+            color = np.array(color_of(i), dtype=np.float32)
+            drawing[mask] = (0.5 * drawing[mask] + 0.5 * color).astype(np.uint8)
+            cv2.rectangle(drawing, (int(x1), int(y1)), (int(x2), int(y2)), color.tolist(), 2)
+            label = f"{model.class_names[cls]} {out['scores'][i]:.2f}"
+            corner = (int(x1), max(int(y1) - 3, 10))
+            cv2.putText(drawing, label, corner, 0, 0.45, (255, 255, 255), 1)
         result = {
             "image_id": image_id,
             "file_name": file_name,
@@ -167,28 +203,44 @@ def process(model, bgr, threshold, image_id, file_name):
 def main(argv=None):
     args = parse_args(argv)
     if not os.path.isfile(args.model):
-        raise SystemExit(f"error: model {args.model!r} does not exist")
+        fail(f"model {args.model!r} does not exist")
     model = YolactOnnx(args.model, args.threads)
     threshold = args.confidence_threshold
     if threshold is None:
         threshold = model.display_threshold
+    ids = read_image_ids(args.image_ids_from) if args.image_ids_from else None
+    failed = []
+    paths = list_images(args.input, failed)
+    for item in failed:
+        print(f"input {item!r} does not exist, skipped", file=sys.stderr)
+    if not paths:
+        fail(f"no images found in {args.input}")
     os.makedirs(args.output, exist_ok=True)
-    all_results, failed = [], []
-    for position, path in enumerate(list_images(args.input)):
+    all_results = []
+    for position, path in enumerate(paths):
+        name = os.path.basename(path)
+        if ids is not None and name not in ids:
+            print(f"{path}: not an image of {args.image_ids_from}, skipped", file=sys.stderr)
+            failed.append(path)
+            continue
         bgr = cv2.imread(path, cv2.IMREAD_COLOR)
         if bgr is None:
             print(f"{path}: cannot read this image, skipped", file=sys.stderr)
             failed.append(path)
             continue
-        name = os.path.basename(path)
-        drawing, results = process(model, bgr, threshold, image_id_of(path, position), name)
+        image_id = ids[name] if ids is not None else image_id_of(path, position)
+        drawing, results = process(model, bgr, threshold, image_id, name)
         cv2.imwrite(os.path.join(args.output, os.path.splitext(name)[0] + ".png"), drawing)
         all_results += results
-        print(f"{path}: {len(results)} detections")
-    with open(os.path.join(args.output, "detections.json"), "w") as f:
+        drawn = sum(r["score"] >= threshold for r in results)
+        print(f"{path}: {len(results)} detections, {drawn} drawn")
+    json_path = os.path.join(args.output, "detections.json")
+    with open(json_path + ".partial", "w") as f:  # a crash never leaves a half-written json
         json.dump(all_results, f)
+    os.replace(json_path + ".partial", json_path)
+    print(f"{len(all_results)} detections written to {json_path}")
     if failed:
-        print(f"{len(failed)} image(s) could not be read", file=sys.stderr)
+        print(f"{len(failed)} input(s) failed: " + ", ".join(failed), file=sys.stderr)
         raise SystemExit(1)
 
 

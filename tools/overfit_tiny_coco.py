@@ -7,7 +7,7 @@ then evaluates on those same images. Prints the loss drop and the AP, writes the
     python tools/overfit_tiny_coco.py [--config-file ...] [KEY VALUE ...]
 """
 
-import argparse
+import yolact_d2  # noqa: F401  isort:skip  (first: Detectron2 without its import-time warnings)
 import os
 import time
 
@@ -15,7 +15,7 @@ from detectron2.utils.env import seed_all_rng
 from detectron2.utils.logger import setup_logger
 
 from yolact_d2.data import register_dataset_subset
-from yolact_d2.engine.cli import tool_config_or_exit
+from yolact_d2.engine.cli import tool_config_or_exit, tool_parser
 from yolact_d2.engine.overfit import loss_drop, plot_loss_curve, read_loss_history
 from yolact_d2.engine.trainer import YolactTrainer
 
@@ -23,13 +23,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[1])
+    parser = tool_parser(__doc__, config_file=False)
     parser.add_argument(
         "--config-file",
         default=os.path.join(ROOT, "configs", "tiny_coco", "yolact_R_50_FPN_overfit8.yaml"),
     )
     parser.add_argument("--num-images", type=int, default=8)
-    parser.add_argument("opts", nargs=argparse.REMAINDER)
     args = parser.parse_args()
 
     subset = f"tiny_coco_train_first{args.num_images}"  # first8 is registered by yolact_d2

@@ -13,7 +13,7 @@ the thread count; ``--top-ops N`` adds a table of the N operators with the most 
 (from ``torch.profiler``, over the same iterations).
 """
 
-import argparse
+import yolact_d2  # noqa: F401  isort:skip  (first: Detectron2 without its import-time warnings)
 import statistics
 import sys
 import time
@@ -23,18 +23,16 @@ import torch
 from detectron2.utils.events import EventStorage
 
 from yolact_d2.engine import YolactTrainer
-from yolact_d2.engine.cli import tool_config_or_exit
+from yolact_d2.engine.cli import tool_config_or_exit, tool_parser
 from yolact_d2.utils.cpu import cpu_flags_summary
 
 
 def parse_args(argv):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0].strip())
-    parser.add_argument("--config-file", required=True, help="a yolact_d2 config")
+    parser = tool_parser(__doc__)
     parser.add_argument("--iters", type=int, default=30, help="timed iterations")
     parser.add_argument("--warmup", type=int, default=5, help="untimed iterations first")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: keep)")
     parser.add_argument("--top-ops", type=int, default=0, help="also print the top N operators")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)
 
 

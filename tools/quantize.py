@@ -17,7 +17,7 @@ on --verify-images images of the first test dataset. Run it with
 or time it with tools/benchmark.py --precision int8 (which quantises the same way).
 """
 
-import argparse
+import yolact_d2  # noqa: F401  isort:skip  (first: Detectron2 without its import-time warnings)
 import logging
 import os
 
@@ -26,7 +26,7 @@ from detectron2.utils.logger import setup_logger
 from yolact_d2.benchmark import MaskAgreement, dataset_image_files, load_images
 from yolact_d2.deploy import ExportedPredictor, build_export_model, export_model, quantize_int8
 from yolact_d2.deploy.verify import pytorch_instances
-from yolact_d2.engine.cli import fail, tool_config_or_exit, tool_parser
+from yolact_d2.engine.cli import exit_on_input_error, fail, tool_config_or_exit, tool_parser
 
 
 def parse_args(argv=None):
@@ -46,7 +46,6 @@ def parse_args(argv=None):
         metavar="N",
         help="images of DATASETS.TEST[0] to compare int8 with fp32 on (0: skip)",
     )
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides KEY VALUE ...")
     return parser.parse_args(argv)
 
 
@@ -70,7 +69,8 @@ def main(argv=None):
     if not dataset:
         fail("the config has no DATASETS.TRAIN; name one with --calibration-dataset")
     calibration = _dataset_images(dataset, args.calibration_images, "calibration")
-    model = build_export_model(cfg)
+    with exit_on_input_error():
+        model = build_export_model(cfg)
     onnx_path = args.onnx or export_model(cfg, model, "onnx", args.output, None, args.config_file)
     path = quantize_int8(onnx_path, calibration, os.path.join(args.output, "model_int8.xml"))
     logger.info(f"wrote {path} ({len(calibration)} calibration images of {dataset})")

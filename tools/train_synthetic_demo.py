@@ -4,22 +4,24 @@
 Trains a small YOLACT from scratch on the generated synthetic shapes dataset, evaluates it with
 COCOEvaluator, prints the AP tables and writes drawings of its predictions.
 
-    python tools/train_synthetic_demo.py [KEY VALUE ...]   # config overrides
+    python tools/train_synthetic_demo.py [KEY VALUE ...]   # config overrides (or --opts ...)
 """
 
+import yolact_d2  # noqa: F401  isort:skip  (first: Detectron2 without its import-time warnings)
 import os
 import sys
 
 import torch
 
-from yolact_d2.engine.cli import tool_config_or_exit
+from yolact_d2.engine.cli import tool_config_or_exit, tool_parser
 from yolact_d2.engine.demo import run_synthetic_demo
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "demo", "yolact_R_18_synthetic.yaml")
 
 
-def main(opts):
+def main(argv):
+    opts = tool_parser(__doc__, config_file=False).parse_args(argv).opts
     device = "cuda" if torch.cuda.is_available() else "cpu"
     cfg = tool_config_or_exit(CONFIG, ["MODEL.DEVICE", device] + list(opts))
     cfg.freeze()

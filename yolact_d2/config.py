@@ -37,6 +37,12 @@ def _add_model_config(cfg):
     # Set NUM_CLASSES from the class count of the datasets (yolact_d2.data.setup_datasets);
     # without it a config whose NUM_CLASSES disagrees with its datasets is an error.
     _C.MODEL.YOLACT.NUM_CLASSES_FROM_DATA = False
+    # A full YOLACT checkpoint in MODEL.WEIGHTS whose architecture is not this config's (other
+    # backbone or depth, priors, prototypes, YOLACT vs YOLACT++) is an error naming both. True
+    # loads it anyway, with a warning: only the tensors whose names and shapes match, the rest
+    # keeps its initialisation. Never needed for another NUM_CLASSES (the class-dependent layers
+    # are re-initialised), ImageNet backbone files, or resuming the same architecture.
+    _C.MODEL.YOLACT.ALLOW_WEIGHTS_MISMATCH = False
     # The square network input side S: images are resized to S x S ignoring the aspect ratio.
     _C.MODEL.YOLACT.INPUT_SIZE = 550
     # FPN levels fed to the prediction head, in order (priors are concatenated in this order).

@@ -218,12 +218,17 @@ class BenchmarkPredictor(YolactPredictor):
         return contextlib.nullcontext()
 
 
-def load_weights(model: torch.nn.Module, path: str, yolact: bool) -> None:
-    """Loads ``path`` with the project's checkpointer for YOLACT, Detectron2's otherwise."""
+def load_weights(
+    model: torch.nn.Module, path: str, yolact: bool, allow_mismatch: bool = False
+) -> None:
+    """
+    Loads ``path`` with the project's checkpointer for YOLACT (``allow_mismatch``: see
+    :class:`~yolact_d2.checkpoint.checkpointer.YolactCheckpointer`), Detectron2's otherwise.
+    """
     if yolact:
         from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
 
-        YolactCheckpointer(model).load(path)
+        YolactCheckpointer(model, allow_mismatch=allow_mismatch).load(path)
     else:
         DetectionCheckpointer(model).load(path)
 
@@ -253,5 +258,6 @@ def build_predictor(
     torch.manual_seed(seed)
     predictor = BenchmarkPredictor(cfg, precision)
     if weights:
-        load_weights(predictor.model, weights, is_yolact(cfg))
+        allow = is_yolact(cfg) and cfg.MODEL.YOLACT.ALLOW_WEIGHTS_MISMATCH
+        load_weights(predictor.model, weights, is_yolact(cfg), allow)
     return predictor

@@ -24,6 +24,7 @@ from .loading import is_legacy_key, quote
 __all__ = [
     "YolactArchitecture",
     "LAYOUTS",
+    "describe_yolact_d2_state_dict",
     "detect_architecture",
     "expected_keys",
     "reference_config_name",
@@ -326,3 +327,95 @@ def reference_config_name(config_file: str) -> Optional[Tuple[str, str]]:
             if ours == name:
                 return reference, layout.backbone_type
     return None
+
+
+# ------------------------------------------------------------------------------------------------
+# yolact_d2 state dicts (a model's, a converted or a Detectron2 training checkpoint's)
+# ------------------------------------------------------------------------------------------------
+_COUNTER = "num_batches_tracked"
+
+
+def _reference_layout_of(state_dict: Mapping[str, torch.Tensor]) -> Optional[_Layout]:
+    """
+    The reference layout whose keys and shapes a yolact_d2-named state dict has exactly (BatchNorm
+    counters and the training-only semantic-segmentation conv aside); None if none.
+    """
+    darknet = any(k.startswith("backbone.bottom_up.dark") for k in state_dict)
+    backbone_type = "darknet" if darknet else "resnet"
+    renamed = {}
+    for key, value in state_dict.items():
+        if key.endswith(_COUNTER):
+            continue
+        try:
+            renamed[reference_key(key, backbone_type)] = value
+        except ValueError:  # a key the reference has no name for
+            return None
+    for layout in LAYOUTS:
+        if layout.backbone_type != backbone_type:
+            continue
+        comparison = _compare(renamed, layout)
+        missing = [k for k in comparison.missing if not k.endswith(_COUNTER)]
+        if not (missing or comparison.unexpected or comparison.wrong_shapes):
+            return layout
+    return None
+
+
+def _backbone_description(keys: Sequence[str]) -> str:
+    """E.g. "ResNet-101-FPN", "ResNet-50-FPN with DCNv2", "DarkNet-53-FPN", from the key names."""
+    blocks: Dict[Tuple[str, int], set] = {}
+    for key in keys:
+        match = re.match(r"backbone\.bottom_up\.(res|dark)(\d+)\.(\d+)\.", key)
+        if match:
+            blocks.setdefault((match[1], int(match[2])), set()).add(int(match[3]))
+    resnet = [len(b) for (kind, _), b in sorted(blocks.items()) if kind == "res"]
+    darknet = [len(b) - 1 for (kind, _), b in sorted(blocks.items()) if kind == "dark"]
+    if resnet:
+        # 3 convs per bottleneck block, 2 per basic block, plus the stem and the classifier.
+        bottleneck = any(k.startswith("backbone.bottom_up.res2.0.conv3.") for k in keys)
+        name = f"ResNet-{(3 if bottleneck else 2) * sum(resnet) + 2}"
+    elif darknet:
+        # The stem, one strided conv per stage, 2 convs per residual block, the classifier.
+        name = f"DarkNet-{1 + len(darknet) + 2 * sum(darknet) + 1}"
+    else:
+        name = "an unknown backbone"
+    if any(k.startswith("backbone.fpn_lateral") for k in keys):
+        name += "-FPN"
+    if any(".conv_offset" in k for k in keys):
+        name += " with DCNv2"
+    return name
+
+
+def describe_yolact_d2_state_dict(state_dict: Mapping[str, torch.Tensor]) -> str:
+    """
+    The architecture of a YOLACT state dict in yolact_d2's names (a model's ``state_dict()``, a
+    converted or a Detectron2 training checkpoint), from its keys and shapes, in one line: the
+    reference config when it has one of the reference's layouts (whatever its number of classes
+    or prototypes), else "YOLACT" or "YOLACT++" (with a mask-IoU net); then the backbone, the
+    priors per feature-map cell and the prototypes.
+
+    Examples: "yolact_resnet50 (ResNet-50-FPN, 3 priors per cell, 32 prototypes)",
+    "yolact_base/im400/im700 (ResNet-101-FPN, 3 priors per cell, 32 prototypes)",
+    "YOLACT (ResNet-18-FPN, 3 priors per cell, 32 prototypes)".
+
+    Args:
+        state_dict (Mapping[str, Tensor]): yolact_d2 names (``backbone.bottom_up.*``,
+            ``head.*``, ``mask_branch.*``).
+    """
+    keys = list(state_dict)
+    details = [_backbone_description(keys)]
+    bbox = _shape_of(state_dict, "head.bbox_pred.weight")
+    if bbox:
+        details.append(f"{bbox[0] // 4} priors per cell")
+    prototypes = _shape_of(state_dict, "mask_branch.protonet.predictor.weight")
+    if prototypes:
+        details.append(f"{prototypes[0]} prototypes")
+    maskiou = any(k.startswith("mask_branch.maskiou_net.") for k in keys)
+    if maskiou:
+        details.append("mask-IoU net")
+    layout = _reference_layout_of(state_dict)
+    if layout is not None:
+        names = [name for name, _ in layout.variants]
+        name = "/".join(names[:1] + [n.replace("yolact_", "", 1) for n in names[1:]])
+    else:
+        name = "YOLACT++" if maskiou else "YOLACT"
+    return f"{name} ({', '.join(details)})"

@@ -52,8 +52,11 @@ def convert_state_dict(
         raise ValueError("Two reference keys map to the same yolact_d2 key.")
     if any(k.startswith("mask_branch.semantic_seg_conv.") for k in converted):
         logger.info(
-            "Kept the training-only semantic_seg_conv weights; a model built with "
-            "MODEL.YOLACT.LOSS.SEMANTIC_SEG_WEIGHT 0 reports them as unexpected keys (harmless)."
+            "Kept the training-only semantic_seg_conv weights (for fine-tuning; inference never "
+            "runs them). With MODEL.YOLACT.LOSS.SEMANTIC_SEG_WEIGHT 0 the model has no such "
+            "layer: YolactCheckpointer skips them (logged at INFO), Detectron2's "
+            "DetectionCheckpointer (DefaultPredictor) warns that they are not used by the model; "
+            "every other weight loads the same."
         )
     return converted
 

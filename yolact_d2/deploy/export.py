@@ -187,7 +187,9 @@ def build_export_model(cfg) -> torch.nn.Module:
         logger.info("exporting the exact fp32 model (MODEL.YOLACT.FAST_CPU_INFERENCE ignored)")
         cfg.MODEL.YOLACT.FAST_CPU_INFERENCE = False
     model = build_model(cfg).eval()
-    YolactCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+    YolactCheckpointer(model, allow_mismatch=cfg.MODEL.YOLACT.ALLOW_WEIGHTS_MISMATCH).load(
+        cfg.MODEL.WEIGHTS
+    )
     return model
 
 

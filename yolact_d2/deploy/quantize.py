@@ -7,8 +7,9 @@ activations, their ranges calibrated on a few training images; everything after 
 is an OpenVINO IR (``model_int8.xml`` + ``.bin``) carrying the ONNX file's yolact_d2 metadata,
 which :class:`~yolact_d2.deploy.ExportedPredictor` runs on ``runtime="openvino"``.
 
-Why NNCF and not PyTorch's PT2E/x86 path: see the README's "Speed" section (PT2E's quantiser
-moved out of PyTorch into ``torchao`` and needs ``torch.compile`` at every load).
+Why NNCF and not PyTorch's PT2E/x86 path: see docs/BENCHMARKS.md, "int8: why NNCF and not PT2E"
+(PT2E's quantiser moved out of PyTorch into ``torchao`` and needs ``torch.compile`` at every
+load).
 """
 
 import json

@@ -2,13 +2,24 @@
 """What train_net.py and the command-line tools share: the one config loader, and errors."""
 
 import argparse
+import contextlib
+import functools
 import logging
 import os
 import sys
 
 import torch
 
-__all__ = ["ToolInputError", "load_config", "tool_parser", "fail", "tool_config_or_exit"]
+__all__ = [
+    "ToolInputError",
+    "load_config",
+    "tool_parser",
+    "fail",
+    "tool_config_or_exit",
+    "exit_on_input_error",
+    "ToolArgumentParser",
+    "split_config_opts",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -50,17 +61,85 @@ def load_config(config_file: str, opts=(), *, cpu_fallback: bool = True, setup: 
     return setup_datasets(cfg) if setup else cfg
 
 
-def tool_parser(doc: str) -> argparse.ArgumentParser:
+@functools.lru_cache(maxsize=1)
+def _default_config():
+    from yolact_d2.config import get_yolact_cfg
+
+    return get_yolact_cfg()
+
+
+def _is_config_key(token: str) -> bool:
+    """Whether ``token`` names a config key (``OUTPUT_DIR``, ``MODEL.YOLACT.INPUT_SIZE``)."""
+    if not token[:1].isupper():
+        return False
+    node = _default_config()
+    for part in token.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return False
+        node = node[part]
+    return True
+
+
+def split_config_opts(argv):
+    """
+    Splits a tool's command line into its own arguments and the config overrides, the one
+    convention of ``train_net.py`` and every tool: overrides follow the tool's arguments, either
+    bare (``KEY VALUE ...``, as Detectron2's ``train_net.py``) or after ``--opts`` (as its
+    ``demo/demo.py``); a ``--`` may also separate them. Bare overrides start at the first word that
+    names a config key, so they may follow an option that takes several values (``--input``).
+
+    Args:
+        argv (list[str]): the arguments after the program name.
+
+    Returns:
+        tuple[list[str], list[str]]: the tool's own arguments, and the overrides (KEY VALUE ...).
+    """
+    argv = list(argv)
+    for i, token in enumerate(argv):
+        if token in ("--opts", "--"):
+            return argv[:i], [t for t in argv[i + 1 :] if t != "--"]
+        if _is_config_key(token):
+            return argv[:i], [t for t in argv[i:] if t not in ("--", "--opts")]
+    return argv, []
+
+
+class ToolArgumentParser(argparse.ArgumentParser):
+    """
+    An ``ArgumentParser`` whose ``opts`` holds the config overrides however they were given
+    (:func:`split_config_opts`): trailing ``KEY VALUE`` pairs, ``--opts KEY VALUE ...``, or both.
+    """
+
+    def parse_known_args(self, args=None, namespace=None):
+        own, opts = split_config_opts(sys.argv[1:] if args is None else args)
+        namespace, rest = super().parse_known_args(own, namespace)
+        namespace.opts = list(getattr(namespace, "opts", None) or []) + opts
+        return namespace, rest
+
+
+def add_opts_arguments(parser: argparse.ArgumentParser):
+    """Adds the config overrides to ``parser``'s help (:class:`ToolArgumentParser` parses them)."""
+    help_text = "config overrides, KEY VALUE ... (also accepted without --opts, after the options)"
+    parser.add_argument("--opts", dest="opts_flag", nargs="*", metavar="KEY VALUE", help=help_text)
+    if not any(a.dest == "opts" for a in parser._actions):
+        parser.add_argument("opts", nargs="*", metavar="KEY VALUE", help=argparse.SUPPRESS)
+
+
+def tool_parser(doc: str, parents=(), config_file: bool = True) -> ToolArgumentParser:
     """
     A tool's parser: its docstring's first paragraph as the description, the rest (examples)
-    as the epilog, and the ``--config-file`` every tool takes.
+    as the epilog, the ``--config-file`` every tool takes (unless ``parents`` has it) and the
+    config overrides (:func:`split_config_opts`).
     """
-    parser = argparse.ArgumentParser(
+    parser = ToolArgumentParser(
         description=doc.split("\n\n")[0].strip(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=doc.split("\n\n", 1)[1] if "\n\n" in doc else None,
+        parents=list(parents),
+        add_help=not parents,
     )
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="a YOLACT config")
+    if config_file:
+        parser.add_argument("--config-file", required=True, metavar="FILE", help="a YOLACT config")
+    add_opts_arguments(parser)
     return parser
 
 
@@ -68,6 +147,21 @@ def fail(message: str):
     """A tool's bad-input exit: one ``error:`` line on stderr, exit code 2, no traceback."""
     print(f"error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+@contextlib.contextmanager
+def exit_on_input_error():
+    """
+    Ends the tool by :func:`fail` (one ``error:`` line, exit code 2) on a :class:`ToolInputError`
+    or a :class:`~yolact_d2.checkpoint.checkpointer.WeightsError` raised in the block: weights
+    that are not a checkpoint, a URL that cannot be downloaded, weights of another architecture.
+    """
+    from yolact_d2.checkpoint.checkpointer import WeightsError
+
+    try:
+        yield
+    except (ToolInputError, WeightsError) as e:
+        fail(str(e))
 
 
 def tool_config_or_exit(config_file: str, opts=(), cpu_fallback: bool = True):

@@ -1,5 +1,5 @@
 # Copyright (c) yolact_d2 contributors.
-"""The README's main job: train on the synthetic shapes, evaluate, and draw predictions."""
+"""The main job (docs/GETTING_STARTED.md): train on the synthetic shapes, evaluate, draw."""
 
 import logging
 import numpy as np

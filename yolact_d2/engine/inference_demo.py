@@ -43,14 +43,19 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 DemoInputError = ToolInputError
 
 
-def list_image_files(inputs: Sequence[str]) -> List[str]:
+def list_image_files(inputs: Sequence[str], missing: Optional[List[str]] = None) -> List[str]:
     """
     Image files from files, globs and folders (searched recursively for the extensions of
     :data:`IMAGE_EXTENSIONS`), in a stable order: the inputs in their order, each folder's
     files sorted by path. A file named explicitly is taken whatever its extension.
 
+    Args:
+        inputs: files, folders and globs.
+        missing: if given, inputs that match nothing are appended to it instead of raising.
+
     Raises:
-        DemoInputError: an input that is neither a file, a folder nor a glob matching anything.
+        DemoInputError: an input that is neither a file, a folder nor a glob matching anything
+            (without ``missing``).
     """
     files = []
     for item in inputs:
@@ -67,7 +72,9 @@ def list_image_files(inputs: Sequence[str]) -> List[str]:
         else:
             matches = sorted(glob.glob(item, recursive=True))
             if not matches:
-                raise DemoInputError(f"input {item!r} does not exist")
+                if missing is None:
+                    raise DemoInputError(f"input {item!r} does not exist")
+                missing.append(item)
             files += [m for m in matches if os.path.isfile(m)]
     return files
 

@@ -7,8 +7,13 @@ from typing import Dict, List, Sequence, Union
 
 import torch
 
+import detectron2.data.transforms as T
+from detectron2.checkpoint import DetectionCheckpointer
+from detectron2.data import MetadataCatalog
 from detectron2.engine import DefaultPredictor
+from detectron2.modeling import build_model
 
+from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
 from yolact_d2.data.image_io import as_bgr_uint8, model_input
 from yolact_d2.utils.stages import stage
 
@@ -27,6 +32,31 @@ class YolactPredictor(DefaultPredictor):
         predictor = YolactPredictor(cfg)
         outputs = predictor([cv2.imread(p) for p in paths])  # a list of {"instances": ...}
     """
+
+    def __init__(self, cfg):
+        """
+        As :class:`DefaultPredictor`, with the weights loaded by
+        :class:`~yolact_d2.checkpoint.checkpointer.YolactCheckpointer`: weights of another
+        architecture are a :class:`~yolact_d2.checkpoint.checkpointer.WeightsMismatchError`
+        naming both unless ``MODEL.YOLACT.ALLOW_WEIGHTS_MISMATCH``, an unreachable URL a
+        :class:`~yolact_d2.checkpoint.checkpointer.WeightsUnavailableError` naming the cache
+        file that would serve it.
+        """
+        self.cfg = cfg.clone()
+        self.model = build_model(self.cfg)
+        self.model.eval()
+        if len(cfg.DATASETS.TEST):
+            self.metadata = MetadataCatalog.get(cfg.DATASETS.TEST[0])
+        if cfg.MODEL.META_ARCHITECTURE == "Yolact":
+            allow = cfg.MODEL.YOLACT.ALLOW_WEIGHTS_MISMATCH
+            YolactCheckpointer(self.model, allow_mismatch=allow).load(cfg.MODEL.WEIGHTS)
+        else:  # another Detectron2 model batched or benchmarked the same way (Mask R-CNN)
+            DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        size = cfg.INPUT.MIN_SIZE_TEST
+        self.aug = T.ResizeShortestEdge([size, size], cfg.INPUT.MAX_SIZE_TEST)
+        self.input_format = cfg.INPUT.FORMAT
+        if self.input_format not in ("RGB", "BGR"):
+            raise ValueError(f"INPUT.FORMAT must be 'RGB' or 'BGR', not {self.input_format!r}")
 
     def autocast(self):
         """The context the model runs in (subclasses add autocast); a no-op here."""

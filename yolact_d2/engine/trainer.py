@@ -166,7 +166,8 @@ def warn_if_untrained_start(cfg) -> bool:
             "recipe (the reference's SGD schedule, BatchNorm frozen below "
             f"{cfg.MODEL.YOLACT.FREEZE_BN_BELOW_BATCH} images per BatchNorm) is written for an "
             "ImageNet-pretrained backbone and diverges from random weights. Set MODEL.WEIGHTS to "
-            "the ImageNet backbone the config names (see the README's Training section), or "
+            "the ImageNet backbone the config names (docs/GETTING_STARTED.md, 'ImageNet weights "
+            "and offline clusters'), or "
             "train from scratch with configs/yolact_R_50_FPN_550_scratch.yaml (or "
             "yolact_R_101_FPN_550_scratch.yaml)."
         )
