@@ -40,6 +40,7 @@ def import_third_party_quietly() -> None:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=_JIT_SCRIPT, category=FutureWarning)
         warnings.filterwarnings("ignore", message=_PKG_RESOURCES, category=UserWarning)
+        import fvcore.nn  # noqa: F401
+
         import detectron2.model_zoo  # noqa: F401
         import detectron2.modeling.box_regression  # noqa: F401
-        import fvcore.nn  # noqa: F401
