@@ -174,7 +174,7 @@ def _add_test_config(cfg):
 
 
 def _add_input_config(cfg):
-    """``INPUT.YOLACT`` (training augmentation) and ``DATASETS.REGISTER_COCO``."""
+    """``INPUT.YOLACT`` (augmentation), ``DATASETS.REGISTER_COCO`` and ``REGISTER_YOLO``."""
     _C = cfg
     # Which YOLACT augmentations the training mapper applies (photometric, expand,
     # random sample crop, mirror); the final square resize is always applied.
@@ -191,13 +191,17 @@ def _add_input_config(cfg):
     # ---------------------------------------------------------------------------------------
     # [name, json_file, image_root] triples of COCO instance-format datasets to register.
     _C.DATASETS.REGISTER_COCO = []
+    # [name, data_yaml, split] triples of Ultralytics YOLO-seg datasets to register (data.yaml
+    # with path, names and the splits; labels/*.txt polygons). See yolact_d2.data.yolo_seg.
+    _C.DATASETS.REGISTER_YOLO = []
     # Bad training data (unreadable images, images without a usable annotation, zero-area or
     # non-finite boxes, polygons of fewer than 3 points or with NaN/Inf, masks outside the
     # image): "skip" drops it, counts it by reason and logs the counts (the reference skips such
     # data too; a dataset whose every image is bad is an error after 1000 skips in a row);
     # "error" validates every annotation and image file before training starts and raises at
     # the first problem, naming the file and annotation. Category ids outside the classes are
-    # an error either way.
+    # an error either way. YOLO-seg datasets (DATASETS.REGISTER_YOLO) apply it when a split is
+    # read, to label lines that are not a polygon in [0, 1] and to images that cannot be opened.
     _C.DATALOADER.YOLACT_BAD_DATA = "skip"
 
 

@@ -4,7 +4,8 @@ Data: YOLACT's augmentation, its dataset mapper and dataset registration.
 
 Importing this package registers ``tiny_coco_{train,val}``, ``yolact_synthetic_{train,val}``
 and any missing ``coco_2017_{train,val}`` (lazily: nothing is read or generated at import);
-:func:`setup_datasets` registers the datasets a config names in ``DATASETS.REGISTER_COCO``.
+:func:`setup_datasets` registers the datasets a config names in ``DATASETS.REGISTER_COCO`` and
+``DATASETS.REGISTER_YOLO`` (Ultralytics YOLO-seg, :mod:`.yolo_seg`).
 """
 
 from . import datasets, synthetic  # registration
@@ -40,4 +41,12 @@ from .synthetic import (
     render_synthetic_image,
     synthetic_root,
     write_synthetic_split,
+)
+from .yolo_seg import (
+    load_yolo_seg_split,
+    read_yolo_data_yaml,
+    read_yolo_seg_split,
+    register_yolo_datasets_from_config,
+    register_yolo_seg,
+    yolo_label_path,
 )

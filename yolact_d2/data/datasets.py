@@ -2,8 +2,9 @@
 """
 Registration of the shared 100-image ``tiny_coco`` set used by tests and smoke runs, and of the
 COCO json datasets a config names in ``DATASETS.REGISTER_COCO`` (see :func:`setup_datasets` and
-``datasets/README.md``). The COCO 2017 splits are Detectron2's own builtin names
-(``coco_2017_train``/``coco_2017_val`` under ``$DETECTRON2_DATASETS``).
+``datasets/README.md``; ``DATASETS.REGISTER_YOLO``'s YOLO-seg datasets: ``yolo_seg``). The COCO
+2017 splits are Detectron2's own builtin names (``coco_2017_train``/``coco_2017_val`` under
+``$DETECTRON2_DATASETS``).
 """
 
 import json
@@ -14,6 +15,8 @@ from collections import Counter
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
+
+from .yolo_seg import register_yolo_datasets_from_config
 
 __all__ = [
     "tiny_coco_root",
@@ -332,9 +335,9 @@ def resolve_num_classes(cfg):
     """
     Checks ``MODEL.YOLACT.NUM_CLASSES`` against the datasets of ``DATASETS.TRAIN`` and
     ``DATASETS.TEST`` whose metadata already has ``thing_classes`` (the builtins, tiny_coco,
-    the synthetic sets and ``DATASETS.REGISTER_COCO`` datasets; datasets whose classes are only
-    known once loaded, or not registered, are not checked). Non-YOLACT configs are returned
-    unchanged.
+    the synthetic sets, ``DATASETS.REGISTER_COCO`` and ``REGISTER_YOLO`` datasets; datasets whose
+    classes are only known once loaded, or not registered, are not checked). Non-YOLACT configs
+    are returned unchanged.
 
     Args:
         cfg (CfgNode): a YOLACT config, frozen or not.
@@ -392,8 +395,9 @@ def resolve_num_classes(cfg):
 def setup_datasets(cfg):
     """
     What every entry point does with a config before using it: registers
-    ``DATASETS.REGISTER_COCO`` (:func:`register_coco_datasets_from_config`), then checks or
-    sets ``MODEL.YOLACT.NUM_CLASSES`` (:func:`resolve_num_classes`).
+    ``DATASETS.REGISTER_COCO`` (:func:`register_coco_datasets_from_config`) and
+    ``DATASETS.REGISTER_YOLO`` (``yolo_seg.register_yolo_datasets_from_config``), then checks
+    or sets ``MODEL.YOLACT.NUM_CLASSES`` (:func:`resolve_num_classes`).
 
     Args:
         cfg (CfgNode): a YOLACT config, frozen or not.
@@ -402,6 +406,7 @@ def setup_datasets(cfg):
         CfgNode: ``cfg``, or a copy with ``NUM_CLASSES`` from the data; frozen if ``cfg`` was.
     """
     register_coco_datasets_from_config(cfg)
+    register_yolo_datasets_from_config(cfg)
     return resolve_num_classes(cfg)
 
 

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import os
 import tempfile
-from typing import Dict, List, Tuple
+from typing import Dict, Iterator, List, Tuple
 
 import cv2
 
@@ -21,6 +21,8 @@ __all__ = [
     "write_example_video",
     "write_shapes_split",
     "write_shapes_dataset",
+    "write_shapes_yolo_split",
+    "write_shapes_yolo_dataset",
 ]
 
 # file name -> scikit-image loader (RGB uint8); the objects are COCO classes
@@ -132,6 +134,30 @@ def _shape(rng: np.random.Generator, size: int, name: str) -> Tuple[np.ndarray, 
     return mask, [float(v) for v in points.reshape(-1)]
 
 
+def _shape_images(
+    num_images: int, seed: int, size: int, classes: Dict[int, str]
+) -> Iterator[Tuple[str, np.ndarray, List[Tuple[int, np.ndarray, List[float]]]]]:
+    """
+    The images of a shapes split: one shape on even images, two on odd ones, the classes of
+    ``classes`` (sorted by id) alternating.
+
+    Yields:
+        (file name, (size, size, 3) uint8 BGR image, [(category id, uint8 mask, flat polygon in
+        pixels), ...]) per image.
+    """
+    rng = np.random.default_rng(seed)
+    ids = sorted(classes)
+    for index in range(num_images):
+        image = np.full((size, size, 3), rng.integers(0, 80, size=3), np.uint8)
+        shapes = []
+        for k in range(1 + index % 2):
+            category_id = ids[(index + k) % 2]
+            mask, polygon = _shape(rng, size, classes[category_id])
+            image[mask.astype(bool)] = rng.integers(150, 256, size=3)
+            shapes.append((category_id, mask, polygon))
+        yield f"{index:06d}.jpg", image, shapes
+
+
 def write_shapes_split(
     root: str,
     split: str,
@@ -156,19 +182,14 @@ def write_shapes_split(
     Returns:
         str: the json file.
     """
-    rng = np.random.default_rng(seed)
     image_dir = os.path.join(root, split)
     os.makedirs(image_dir, exist_ok=True)
     images, annotations = [], []
-    ids = sorted(classes)
-    for index in range(num_images):
-        image = np.full((size, size, 3), rng.integers(0, 80, size=3), np.uint8)
-        file_name = f"{index:06d}.jpg"
+    for index, (file_name, image, shapes) in enumerate(
+        _shape_images(num_images, seed, size, classes)
+    ):
         images.append({"id": index + 1, "file_name": file_name, "height": size, "width": size})
-        for k in range(1 + index % 2):
-            category_id = ids[(index + k) % 2]
-            mask, polygon = _shape(rng, size, classes[category_id])
-            image[mask.astype(bool)] = rng.integers(150, 256, size=3)
+        for category_id, mask, polygon in shapes:
             ys, xs = np.nonzero(mask)
             x0, y0 = float(xs.min()), float(ys.min())
             annotations.append(
@@ -189,12 +210,17 @@ def write_shapes_split(
         "categories": [{"id": i, "name": n} for i, n in classes.items()],
     }
     json_file = os.path.join(root, "annotations", f"instances_{split}.json")
-    os.makedirs(os.path.dirname(json_file), exist_ok=True)
-    handle, partial = tempfile.mkstemp(prefix=".instances.", dir=os.path.dirname(json_file))
-    with os.fdopen(handle, "w") as f:
-        json.dump(coco, f)
-    os.replace(partial, json_file)
+    _write_text_atomically(json_file, json.dumps(coco))
     return json_file
+
+
+def _write_text_atomically(path: str, text: str) -> None:
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    handle, partial = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", dir=directory)
+    with os.fdopen(handle, "w") as f:
+        f.write(text)
+    os.replace(partial, path)
 
 
 def write_shapes_dataset(root: str, num_train: int = 32, num_val: int = 8) -> Dict[str, str]:
@@ -210,3 +236,59 @@ def write_shapes_dataset(root: str, num_train: int = 32, num_val: int = 8) -> Di
         "train": write_shapes_split(root, "train", num_train, seed=0),
         "val": write_shapes_split(root, "val", num_val, seed=1),
     }
+
+
+def write_shapes_yolo_split(
+    root: str,
+    split: str,
+    num_images: int,
+    seed: int,
+    size: int = 96,
+    classes: Dict[int, str] = SHAPE_CLASSES,
+) -> str:
+    """
+    The images of :func:`write_shapes_split` (same arguments, same pixels) in Ultralytics'
+    YOLO-seg layout: ``root/images/<split>/NNNNNN.jpg`` and ``root/labels/<split>/NNNNNN.txt``,
+    one line ``class x1 y1 ... xn yn`` per shape, class the index of its id in sorted
+    ``classes``, coordinates divided by the image's size.
+
+    Returns:
+        str: the split's image folder.
+    """
+    image_dir = os.path.join(root, "images", split)
+    label_dir = os.path.join(root, "labels", split)
+    os.makedirs(image_dir, exist_ok=True)
+    index_of = {category_id: i for i, category_id in enumerate(sorted(classes))}
+    for file_name, image, shapes in _shape_images(num_images, seed, size, classes):
+        lines = []
+        for category_id, _, polygon in shapes:
+            coordinates = " ".join(f"{v / size:.6f}" for v in polygon)
+            lines.append(f"{index_of[category_id]} {coordinates}\n")
+        stem = os.path.splitext(file_name)[0]
+        _write_text_atomically(os.path.join(label_dir, f"{stem}.txt"), "".join(lines))
+        _write_image_atomically(os.path.join(image_dir, file_name), image)
+    return image_dir
+
+
+def write_shapes_yolo_dataset(root: str, num_train: int = 32, num_val: int = 8) -> str:
+    """
+    The YOLO-seg walk-through's dataset (``datasets/README.md``): the images and shapes of
+    :func:`write_shapes_dataset` in Ultralytics' layout, ``root/data.yaml`` (``path: .``,
+    ``train: images/train``, ``val: images/val``, ``names`` 0: square, 1: circle),
+    ``root/images/{train,val}/`` and ``root/labels/{train,val}/``.
+
+    Returns:
+        str: the data.yaml file.
+    """
+    write_shapes_yolo_split(root, "train", num_train, seed=0)
+    write_shapes_yolo_split(root, "val", num_val, seed=1)
+    names = "".join(
+        f"  {i}: {n}\n" for i, n in enumerate(SHAPE_CLASSES[c] for c in sorted(SHAPE_CLASSES))
+    )
+    data_yaml = os.path.join(root, "data.yaml")
+    _write_text_atomically(
+        data_yaml,
+        "# datasets/my_shapes's shapes in Ultralytics YOLO-seg layout (tools/example_data.py)\n"
+        f"path: .\ntrain: images/train\nval: images/val\nnames:\n{names}",
+    )
+    return data_yaml
