@@ -14,6 +14,9 @@ scores, classes and soft masks at prototype resolution (YOLACT++: and mask score
 yolact_d2.deploy.ExportedPredictor (onnxruntime, OpenVINO or PyTorch) or, without PyTorch, with
 tools/onnx_inference.py. After writing, the export is checked against the PyTorch model on the
 sample image (--no-verify skips that).
+
+With MODEL.YOLACT.PRESERVE_ASPECT_RATIO True the graph takes images of one size only, that of
+the sample image or --image-size H W (e.g. 720 1280 for a 720p camera).
 """
 
 import yolact_d2  # noqa: F401  isort:skip  (first: Detectron2 without its import-time warnings)
@@ -38,6 +41,14 @@ def parse_args(argv=None):
         metavar="IMG",
         help="an image to trace with and to verify on (default: scikit-image's astronaut)",
     )
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="resize the sample image to H x W (the one image size an aspect-ratio-preserving "
+        "export takes)",
+    )
     parser.add_argument("--no-verify", action="store_true", help="skip the parity check")
     return parser.parse_args(argv)
 
@@ -61,6 +72,11 @@ def main(argv=None):
     setup_logger(name="yolact_d2")
     logger = logging.getLogger("yolact_d2")
     bgr = sample_image_bgr(args.sample_image)
+    if args.image_size:
+        height, width = args.image_size
+        if min(height, width) < 2:
+            fail(f"--image-size {height} {width}: both sides must be at least 2")
+        bgr = cv2.resize(bgr, (width, height), interpolation=cv2.INTER_AREA)
     image = bgr[:, :, ::-1].copy() if cfg.INPUT.FORMAT == "RGB" else bgr
     with exit_on_input_error():
         model = build_export_model(cfg)

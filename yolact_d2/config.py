@@ -45,6 +45,11 @@ def _add_model_config(cfg):
     _C.MODEL.YOLACT.ALLOW_WEIGHTS_MISMATCH = False
     # The square network input side S: images are resized to S x S ignoring the aspect ratio.
     _C.MODEL.YOLACT.INPUT_SIZE = 550
+    # True: keep the aspect ratio instead: the longest side is resized to INPUT_SIZE, the other
+    # by the same factor (to a multiple of 4), and padded to a multiple of 8 (see
+    # yolact_d2/layers/input_size.py for why); priors keep their size in pixels. Training and
+    # inference alike; False is the reference, bit-identical.
+    _C.MODEL.YOLACT.PRESERVE_ASPECT_RATIO = False
     # FPN levels fed to the prediction head, in order (priors are concatenated in this order).
     _C.MODEL.YOLACT.IN_FEATURES = ["p3", "p4", "p5", "p6", "p7"]
     # Number of prototype masks k.

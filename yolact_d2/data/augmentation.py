@@ -23,6 +23,8 @@ from PIL import Image
 
 from detectron2.data import transforms as T
 
+from yolact_d2.layers.input_size import aspect_preserving_size
+
 __all__ = [
     "YolactAugInput",
     "PhotometricDistortTransform",
@@ -32,6 +34,7 @@ __all__ = [
     "RandomSampleCrop",
     "BilinearResizeTransform",
     "SquareResize",
+    "AspectPreservingResize",
     "centres_inside",
     "annotations_kept_by_crops",
     "build_yolact_augmentation",
@@ -461,6 +464,31 @@ class SquareResize(T.Augmentation):
         return BilinearResizeTransform(h, w, self.size, self.size)
 
 
+class AspectPreservingResize(T.Augmentation):
+    """
+    Resize keeping the aspect ratio: the longest side to ``size``, the other to
+    :func:`~yolact_d2.layers.input_size.aspect_preserving_size` (the model pads the batch).
+    """
+
+    def __init__(self, size):
+        """
+        Args:
+            size (int): the longest side S.
+        """
+        super().__init__()
+        self._init(locals())
+
+    def get_transform(self, image):
+        h, w = image.shape[:2]
+        return BilinearResizeTransform(h, w, *aspect_preserving_size(h, w, self.size))
+
+
+def final_resize(cfg) -> T.Augmentation:
+    """The last training augmentation: :class:`SquareResize` or :class:`AspectPreservingResize`."""
+    y = cfg.MODEL.YOLACT
+    return (AspectPreservingResize if y.PRESERVE_ASPECT_RATIO else SquareResize)(y.INPUT_SIZE)
+
+
 def build_yolact_augmentation(cfg, is_train):
     """
     The reference ``SSDAugmentation`` as a list of Detectron2 augmentations.
@@ -471,7 +499,8 @@ def build_yolact_augmentation(cfg, is_train):
 
     Returns:
         list[Augmentation]: for training, the enabled ones of photometric distortion, expand,
-        random sample crop and mirror, then the resize to ``MODEL.YOLACT.INPUT_SIZE`` squared.
+        random sample crop and mirror, then the resize to ``MODEL.YOLACT.INPUT_SIZE`` squared
+        (:func:`final_resize`: or its longest side, with ``MODEL.YOLACT.PRESERVE_ASPECT_RATIO``).
         For inference an empty list: the model resizes its inputs itself.
     """
     if not is_train:
@@ -486,5 +515,5 @@ def build_yolact_augmentation(cfg, is_train):
         augs.append(RandomSampleCrop())
     if opts.MIRROR:
         augs.append(T.RandomFlip(prob=0.5, horizontal=True, vertical=False))
-    augs.append(SquareResize(cfg.MODEL.YOLACT.INPUT_SIZE))
+    augs.append(final_resize(cfg))
     return augs

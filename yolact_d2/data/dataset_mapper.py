@@ -21,10 +21,10 @@ from detectron2.data import transforms as T
 from detectron2.structures import BitMasks, Boxes, BoxMode, Instances, polygons_to_bitmask
 
 from .augmentation import (
-    SquareResize,
     YolactAugInput,
     annotations_kept_by_crops,
     build_yolact_augmentation,
+    final_resize,
 )
 
 __all__ = ["BAD_DATA_POLICIES", "BadDataCounter", "YolactDatasetMapper", "validate_training_data"]
@@ -258,7 +258,7 @@ class YolactDatasetMapper:
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True):
-        fallback = [SquareResize(cfg.MODEL.YOLACT.INPUT_SIZE)] if is_train else []
+        fallback = [final_resize(cfg)] if is_train else []
         return {
             "is_train": is_train,
             "augmentations": build_yolact_augmentation(cfg, is_train),

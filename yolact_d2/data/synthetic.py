@@ -60,9 +60,11 @@ class SyntheticSpec:
     Attributes:
         num_images (int): images in the split.
         seed (int): image ``i`` is drawn from ``np.random.default_rng([seed, i])``.
-        image_size (int): side of the square images.
+        image_size (int): side of the square images (the longest side of the others).
         max_instances (int): at most this many shapes are drawn per image.
         min_visible_area (int): instances with fewer visible pixels are dropped.
+        layout (str): "square", or "wide_tall": even images 16:9 (landscape), odd ones 9:16
+            (portrait), the shapes as large in pixels as in the square images.
     """
 
     num_images: int
@@ -70,18 +72,42 @@ class SyntheticSpec:
     image_size: int = 160
     max_instances: int = 6
     min_visible_area: int = 40
+    layout: str = "square"
+
+    def __post_init__(self):
+        if self.layout not in ("square", "wide_tall"):
+            raise ValueError(f"layout must be 'square' or 'wide_tall', got {self.layout!r}")
+
+    def image_shape(self, index: int):
+        """(height, width) of image ``index``."""
+        side, short = self.image_size, self.image_size * 9 // 16
+        if self.layout == "square":
+            return side, side
+        return (short, side) if index % 2 == 0 else (side, short)
 
     def info(self):
         """
         dict: the json "info" entry, which identifies the split on disk.
         """
-        return {"generator": __name__, "version": GENERATOR_VERSION, **asdict(self)}
+        info = asdict(self)
+        if self.layout == "square":  # the square splits keep the info they always had
+            del info["layout"]
+        return {"generator": __name__, "version": GENERATOR_VERSION, **info}
 
 
 # Registered at import: name -> (sub-directory of synthetic_root(), spec).
 _SPLITS = {
     "yolact_synthetic_train": ("train", SyntheticSpec(num_images=400, seed=0)),
     "yolact_synthetic_val": ("val", SyntheticSpec(num_images=50, seed=1)),
+    # Landscape and portrait images (MODEL.YOLACT.PRESERVE_ASPECT_RATIO, docs/BENCHMARKS.md).
+    "yolact_synthetic_wide_tall_train": (
+        "wide_tall_train",
+        SyntheticSpec(num_images=400, seed=2, layout="wide_tall"),
+    ),
+    "yolact_synthetic_wide_tall_val": (
+        "wide_tall_val",
+        SyntheticSpec(num_images=50, seed=3, layout="wide_tall"),
+    ),
 }
 
 
@@ -95,13 +121,18 @@ def synthetic_root() -> str:
     return os.path.join(root, "yolact_synthetic")
 
 
-def _background(rng, size):
+def _background(rng, size, shape):
     """
+    Args:
+        size (int): the scale of the patterns (the longest side).
+        shape (tuple[int, int]): (height, width).
+
     Returns:
-        ndarray: (size, size, 3) float32 RGB, roughly in [0, 255].
+        ndarray: (height, width, 3) float32 RGB, roughly in [0, 255].
     """
+    height, width = shape
     low, high = rng.uniform(0, 255, size=(2, 3))
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32) / size
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32) / size
     angle = rng.uniform(0, 2 * np.pi)
     ramp = np.cos(angle) * xx + np.sin(angle) * yy
     kind = rng.integers(3)
@@ -112,21 +143,22 @@ def _background(rng, size):
     else:  # smooth blotches
         cells = int(rng.integers(3, 9))
         coarse = rng.uniform(0, 1, size=(cells, cells)).astype(np.float32)
-        t = np.clip(cv2.resize(coarse, (size, size), interpolation=cv2.INTER_CUBIC), 0, 1)
-    image = low + t[..., None] * (high - low) + rng.normal(0, 10, size=(size, size, 3))
+        t = np.clip(cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC), 0, 1)
+    image = low + t[..., None] * (high - low) + rng.normal(0, 10, size=(height, width, 3))
     return image.astype(np.float32)
 
 
-def _shape_mask(rng, shape, size):
+def _shape_mask(rng, shape, size, image_shape):
     """
-    Draw one shape of random size, position and rotation.
+    Draw one shape of random size (relative to ``size``), position and rotation.
 
     Returns:
-        ndarray: (size, size) bool mask.
+        ndarray: (height, width) bool mask of ``image_shape``.
     """
+    height, width = image_shape
     radius = rng.uniform(0.08, 0.22) * size
-    centre = rng.uniform(0.1, 0.9, size=2) * size
-    mask = np.zeros((size, size), np.uint8)
+    centre = rng.uniform(0.1, 0.9, size=2) * np.array([width, height])
+    mask = np.zeros((height, width), np.uint8)
     radii = _SHAPE_RADII[shape]
     shift = 4  # sub-pixel vertex precision for OpenCV
     if radii is None:
@@ -155,26 +187,28 @@ def _shape_colour(rng, background_colour):
     return colour
 
 
-def render_synthetic_image(rng, spec: SyntheticSpec):
+def render_synthetic_image(rng, spec: SyntheticSpec, index: int = 0):
     """
     Render one image.
 
     Args:
         rng (np.random.Generator): the only source of randomness.
         spec (SyntheticSpec): image size, instance count and visibility limits.
+        index (int): the image's index in the split (its shape, for ``layout`` "wide_tall").
 
     Returns:
-        tuple[ndarray, list[tuple[int, ndarray]]]: the (S, S, 3) uint8 RGB image and its
-        instances in drawing order as (class index into SYNTHETIC_CLASSES, (S, S) bool visible
+        tuple[ndarray, list[tuple[int, ndarray]]]: the (H, W, 3) uint8 RGB image and its
+        instances in drawing order as (class index into SYNTHETIC_CLASSES, (H, W) bool visible
         mask), at least one.
     """
     size = spec.image_size
+    shape = spec.image_shape(index)
     for _ in range(10):
-        image = _background(rng, size)
+        image = _background(rng, size, shape)
         drawn = []
         for _ in range(int(rng.integers(1, spec.max_instances + 1))):
             class_id = int(rng.integers(len(SYNTHETIC_CLASSES)))
-            mask = _shape_mask(rng, SYNTHETIC_CLASSES[class_id], size)
+            mask = _shape_mask(rng, SYNTHETIC_CLASSES[class_id], size, shape)
             colour = _shape_colour(rng, image[mask].mean(axis=0))
             image[mask] = colour + rng.normal(0, 6, size=(int(mask.sum()), 3))
             for _, earlier in drawn:
@@ -217,14 +251,15 @@ def write_synthetic_split(directory, spec: SyntheticSpec):
     os.makedirs(os.path.join(directory, _IMAGE_DIR), exist_ok=True)
     images, annotations = [], []
     for index in range(spec.num_images):
-        image, instances = render_synthetic_image(np.random.default_rng([spec.seed, index]), spec)
+        rng = np.random.default_rng([spec.seed, index])
+        image, instances = render_synthetic_image(rng, spec, index)
         file_name = f"{index:06d}.jpg"
         path = os.path.join(directory, _IMAGE_DIR, file_name)
         if not cv2.imwrite(path, image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 95]):
             raise OSError(f"Cannot write {path}")
         image_id = index + 1
-        size = spec.image_size
-        images.append({"id": image_id, "file_name": file_name, "height": size, "width": size})
+        height, width = spec.image_shape(index)
+        images.append({"id": image_id, "file_name": file_name, "height": height, "width": width})
         for class_id, mask in instances:
             annotations.append(_mask_annotation(mask, class_id, image_id, len(annotations) + 1))
     categories = [

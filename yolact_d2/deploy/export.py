@@ -53,6 +53,12 @@ def export_program(
     """
     ``torch.export`` of the whole pipeline with dynamic image height and width.
 
+    With ``MODEL.YOLACT.PRESERVE_ASPECT_RATIO`` the network's input size, the priors and the
+    mask crop follow from the image's size, so the graph is for images of the sample image's
+    size only (a camera's or a video's frames): export with a sample of that size
+    (``tools/export_model.py --sample-image`` or ``--image-size H W``). The size is in the
+    metadata ("image_size") and predictors refuse other sizes with a clear error.
+
     Args:
         model (Yolact): eval-mode model (see :class:`YolactInferenceGraph` for what it needs).
         sample_image (ndarray or None): (H, W, 3) uint8 in the model's input format, used to
@@ -64,11 +70,12 @@ def export_program(
     graph = YolactInferenceGraph(model).eval()
     height = torch.export.Dim("height", min=2, max=MAX_IMAGE_SIDE)
     width = torch.export.Dim("width", min=2, max=MAX_IMAGE_SIDE)
+    dynamic = {"image": {0: height, 1: width}}
     with torch.no_grad():
         return torch.export.export(
             graph,
             (_sample_image(sample_image).to(model.device),),
-            dynamic_shapes={"image": {0: height, 1: width}},
+            dynamic_shapes=None if model.preserve_aspect_ratio else dynamic,
             strict=False,
         )
 
@@ -218,7 +225,8 @@ def export_model(
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
     path = f"{output_dir}/{FORMATS[fmt]}"
-    metadata = deploy_metadata(cfg, model, config_file)
+    image_size = _sample_image(sample_image).shape[:2]
+    metadata = deploy_metadata(cfg, model, config_file, image_size)
     if fmt == "onnx":
         if uses_deformable_conv(model):
             logger.warning(

@@ -60,6 +60,14 @@ class YolactInferenceGraph(nn.Module):
         """
         model = self.model
         height, width = image.shape[0], image.shape[1]
+        if model.preserve_aspect_ratio:
+            # Sizes follow from the image's: a graph of one image size (see export_program).
+            outputs = model.predict(
+                model.preprocess_image_keeping_aspect([{"image": image.permute(2, 0, 1)}])
+            )
+            detections = model.postprocess(outputs, [(height, width)], until="pixels")[0]
+            detections["boxes"] = detections["boxes"].float()
+            return tuple(detections[name] for name in self.output_names)
         images = image.permute(2, 0, 1)[None].float()
         # Always resized: the identity on an S x S image, and no branch on the input's size.
         outputs = model.predict(model.normalize(model.resize_to_input(images)))

@@ -41,7 +41,9 @@ def uses_deformable_conv(model: torch.nn.Module) -> bool:
     return any(isinstance(m, ModulatedDeformConv2d) for m in model.modules())
 
 
-def deploy_metadata(cfg, model: torch.nn.Module, config_file: str = "") -> Dict[str, str]:
+def deploy_metadata(
+    cfg, model: torch.nn.Module, config_file: str = "", image_size=None
+) -> Dict[str, str]:
     """
     What a runtime needs besides the graph, as strings (ONNX ``metadata_props``).
 
@@ -51,7 +53,8 @@ def deploy_metadata(cfg, model: torch.nn.Module, config_file: str = "") -> Dict[
     1..C when the dataset gives none), "score_threshold", "nms_threshold", "top_k",
     "detections_per_image", "mask_threshold", "display_score_threshold", "outputs" (JSON list of
     the graph's output names), "mask_resolution" ("prototype": masks to paste), "config" (the
-    full config as YAML).
+    full config as YAML), "image_size" (JSON [H, W]: the only image size the graph takes, with
+    ``MODEL.YOLACT.PRESERVE_ASPECT_RATIO``; null: any).
 
     Args:
         cfg (CfgNode): the config of the exported model.
@@ -88,6 +91,9 @@ def deploy_metadata(cfg, model: torch.nn.Module, config_file: str = "") -> Dict[
         "outputs": json.dumps(outputs),
         "mask_resolution": "prototype",
         "deformable_conv": json.dumps(uses_deformable_conv(model)),
+        "image_size": json.dumps(
+            [int(v) for v in image_size] if y.PRESERVE_ASPECT_RATIO and image_size else None
+        ),
         "config": cfg.dump(),
     }
 

@@ -141,6 +141,8 @@ class ExportedPredictor:
         self.postprocess_settings = postprocess_settings(self.metadata)
         self.output_names = json.loads(self.metadata["outputs"])
         self.class_names = json.loads(self.metadata["class_names"])
+        # A graph of one image size (MODEL.YOLACT.PRESERVE_ASPECT_RATIO), or None: any size.
+        self.image_size = json.loads(self.metadata.get("image_size", "null"))
         self._session = _SESSIONS[runtime](path, num_threads, precision)
 
     def run(self, image: np.ndarray) -> Dict[str, np.ndarray]:
@@ -156,6 +158,13 @@ class ExportedPredictor:
         image = np.ascontiguousarray(image)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"expected an (H, W, 3) uint8 image, got {image.shape} {image.dtype}")
+        if self.image_size is not None and list(image.shape[:2]) != self.image_size:
+            height, width = self.image_size
+            raise ValueError(
+                f"this export keeps the aspect ratio (MODEL.YOLACT.PRESERVE_ASPECT_RATIO) and "
+                f"takes {height}x{width} images only, got {image.shape[0]}x{image.shape[1]}: "
+                "export again with --image-size H W of your images"
+            )
         return dict(zip(self.output_names, self._session(image)))
 
     def __call__(self, original_image: np.ndarray) -> Dict[str, Instances]:

@@ -81,6 +81,12 @@ def quantize_int8(
     images: List[np.ndarray] = [
         in_input_format(i, metadata["input_format"]) for i in calibration_images
     ]
+    fixed_size = json.loads(metadata.get("image_size", "null"))
+    if fixed_size is not None:  # a graph of one image size (aspect-ratio-preserving export)
+        import cv2
+
+        height, width = fixed_size
+        images = [cv2.resize(i, (width, height), interpolation=cv2.INTER_AREA) for i in images]
     if not images:
         raise ValueError("quantize_int8 needs at least one calibration image")
     output_path = output_path or os.path.join(os.path.dirname(onnx_path), INT8_FILE)

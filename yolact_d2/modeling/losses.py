@@ -252,12 +252,15 @@ class YolactLoss(nn.Module):
             "maskiou_enabled": y.MASKIOU.ENABLED,
         }
 
-    def _targets(self, gt: Instances, crowd_boxes: torch.Tensor, priors: torch.Tensor):
-        boxes = gt.gt_boxes.tensor / self.input_size
+    def _targets(self, gt: Instances, crowd_boxes: torch.Tensor, priors: torch.Tensor, size):
+        # pixels of the (H, W) network input -> relative to it, as the priors
+        height, width = size
+        scale = gt.gt_boxes.tensor.new_tensor([width, height, width, height])
+        boxes = gt.gt_boxes.tensor / scale
         labels, matched = match_priors(
             boxes,
             gt.gt_classes,
-            crowd_boxes / self.input_size,
+            crowd_boxes / scale,
             priors,
             self.pos_iou_threshold,
             self.neg_iou_threshold,
@@ -274,8 +277,9 @@ class YolactLoss(nn.Module):
         """
         Args:
             outputs (dict): from :meth:`Yolact.predict`.
-            gt_instances (list[Instances]): per image gt_boxes (pixels of the S x S input),
-                gt_classes and gt_masks (BitMasks S x S); crowds excluded.
+            gt_instances (list[Instances]): per image gt_boxes (pixels of the network input,
+                S x S, or ``outputs["input_size"]``), gt_classes and gt_masks (BitMasks of the
+                input's size); crowds excluded.
             crowd_boxes (list[Tensor]): per image (M, 4) pixel XYXY crowd boxes.
 
         Returns:
@@ -289,11 +293,12 @@ class YolactLoss(nn.Module):
         logits, deltas = outputs["class_logits"], outputs["box_deltas"]
         coefficients, prototypes = outputs["coefficients"], outputs["prototypes"]
         proto_size = prototypes.shape[-2:]
+        input_size = outputs.get("input_size", (self.input_size, self.input_size))
         labels, box_targets, mask_sum = [], [], logits.new_zeros(())
         maskiou_masks, maskiou_targets, maskiou_classes = [], [], []
         total_pos = 0
         for i, (gt, crowds) in enumerate(zip(gt_instances, crowd_boxes)):
-            image_labels, matched, boxes = self._targets(gt, crowds, priors)
+            image_labels, matched, boxes = self._targets(gt, crowds, priors, input_size)
             labels.append(image_labels)
             positive = image_labels > 0
             total_pos += int(positive.sum())

@@ -10,9 +10,10 @@ from torch import nn
 
 from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
-from detectron2.structures import Instances
+from detectron2.structures import BitMasks, ImageList, Instances
 
 from yolact_d2.layers import NMS_FUNCTIONS, build_nms
+from yolact_d2.layers.input_size import aspect_preserving_size, batch_input_size, padded_input_size
 from yolact_d2.utils.stages import record_count, stage
 
 from .box_coder import decode_boxes
@@ -20,7 +21,7 @@ from .fast_cpu import InferenceCopy, resolve_fast_cpu_dtype
 from .head import build_yolact_head
 from .losses import YolactLoss
 from .mask_branch import YolactMaskBranch, upgrade_legacy_keys
-from .paste import detections_in_pixels, paste_instances
+from .paste import detections_in_content, detections_in_pixels, paste_instances
 from .postprocessing import (
     PostprocessSettings,
     assemble_detection_masks,
@@ -49,8 +50,9 @@ class Yolact(nn.Module):
     Inputs follow Detectron2's contract (a list of dicts with "image" (C, H, W) in
     ``INPUT.FORMAT``, optional "height"/"width", and "instances" when training). Any image is
     resized to S x S ignoring the aspect ratio (bilinear, no antialiasing) inside the model, as the
-    reference's pre-processing; results are returned at the original ("height", "width") size
-    with full-image ``pred_masks``.
+    reference's pre-processing, or, with ``preserve_aspect_ratio``, its longest side to S and the
+    other by the same factor, then padded (:mod:`yolact_d2.layers.input_size`); results are
+    returned at the original ("height", "width") size with full-image ``pred_masks``.
     """
 
     @configurable
@@ -74,6 +76,7 @@ class Yolact(nn.Module):
         fast_cpu_dtype: str = "auto",
         fast_cpu_compile: bool = False,
         cpu_inference_chunk: int = 1,
+        preserve_aspect_ratio: bool = False,
     ):
         """
         NOTE: this interface is experimental.
@@ -102,6 +105,8 @@ class Yolact(nn.Module):
                 (:class:`~yolact_d2.modeling.fast_cpu.CompiledModule`).
             cpu_inference_chunk (int): images per network call at inference on CPU (0: the
                 whole batch); see :meth:`predict`.
+            preserve_aspect_ratio (bool): resize the longest side to S keeping the aspect ratio
+                and pad (see :meth:`preprocess_image`) instead of the reference's S x S resize.
         """
         super().__init__()
         self.backbone = backbone
@@ -137,6 +142,7 @@ class Yolact(nn.Module):
                 f"MODEL.YOLACT.CPU_INFERENCE_CHUNK must be >= 0, got {cpu_inference_chunk}"
             )
         self.cpu_inference_chunk = int(cpu_inference_chunk)
+        self.preserve_aspect_ratio = bool(preserve_aspect_ratio)
         # Checkpoints of yolact_d2 before the mask branch load into it, whatever loads them.
         self.register_load_state_dict_pre_hook(_upgrade_legacy_checkpoint)
         self.register_buffer("pixel_mean", torch.tensor(pixel_mean).view(-1, 1, 1), False)
@@ -180,6 +186,7 @@ class Yolact(nn.Module):
             "fast_cpu_dtype": y.FAST_CPU_DTYPE,
             "fast_cpu_compile": y.FAST_CPU_COMPILE,
             "cpu_inference_chunk": y.CPU_INFERENCE_CHUNK,
+            "preserve_aspect_ratio": y.PRESERVE_ASPECT_RATIO,
         }
 
     @property
@@ -187,14 +194,17 @@ class Yolact(nn.Module):
         return self.pixel_mean.device
 
     # ------------------------------------------------------------------------------------------
-    def preprocess_image(self, batched_inputs: List[Dict]) -> torch.Tensor:
+    def preprocess_image(self, batched_inputs: List[Dict]):
         """
         Resizes every image to S x S (bilinear, align_corners=False, no antialiasing) and
-        normalises it, as the reference's ``FastBaseTransform``.
+        normalises it, as the reference's ``FastBaseTransform``; with ``preserve_aspect_ratio``
+        see :meth:`preprocess_image_keeping_aspect`.
 
         Returns:
-            Tensor: (N, 3, S, S) float32.
+            Tensor: (N, 3, S, S) float32 (an ``ImageList`` with ``preserve_aspect_ratio``).
         """
+        if self.preserve_aspect_ratio:
+            return self.preprocess_image_keeping_aspect(batched_inputs)
         size = (self.input_size, self.input_size)
         images = []
         for x in batched_inputs:
@@ -203,6 +213,31 @@ class Yolact(nn.Module):
                 image = self.resize_to_input(image)
             images.append(image)
         return self.normalize(torch.cat(images))
+
+    def preprocess_image_keeping_aspect(self, batched_inputs: List[Dict]) -> ImageList:
+        """
+        The aspect-ratio-preserving input: each image resized (bilinear, align_corners=False,
+        no antialiasing) to :func:`~yolact_d2.layers.input_size.aspect_preserving_size` (the
+        longest side S), normalised, and placed at the top left of a zero (= mean pixel) canvas
+        of the batch's padded size (:func:`~yolact_d2.layers.input_size.batch_input_size`).
+
+        Returns:
+            ImageList: ``tensor`` (N, 3, H, W) float32, ``image_sizes`` the resized (h, w) of
+            each image (the part of the input it covers).
+        """
+        images, sizes = [], []
+        for x in batched_inputs:
+            image = x["image"].to(self.device, non_blocking=True).float()[None]
+            size = aspect_preserving_size(image.shape[-2], image.shape[-1], self.input_size)
+            if tuple(image.shape[-2:]) != size:
+                image = F.interpolate(image, size, mode="bilinear", align_corners=False)
+            images.append(self.normalize(image)[0])
+            sizes.append(size)
+        height, width = batch_input_size(sizes, self.input_size)
+        batch = images[0].new_zeros((len(images), images[0].shape[0], height, width))
+        for canvas, image in zip(batch, images):
+            canvas[:, : image.shape[1], : image.shape[2]].copy_(image)
+        return ImageList(batch, sizes)
 
     def resize_to_input(self, images: torch.Tensor) -> torch.Tensor:
         """
@@ -240,13 +275,14 @@ class Yolact(nn.Module):
             return self._inference_copy.get(self.backbone, self.head, self.mask_branch.protonet)
         return self.backbone, self.head, self.mask_branch.protonet
 
-    def predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
+    def predict(self, images) -> Dict[str, torch.Tensor]:
         """
         Runs the network on normalised S x S images (stages "backbone_fpn", "head",
         "protonet", then the start of "decode").
 
         Args:
-            images (Tensor): (N, 3, S, S).
+            images (Tensor or ImageList): (N, 3, S, S), or the padded batch of
+                :meth:`preprocess_image_keeping_aspect` (any H x W).
 
         On CPU at inference, batches larger than ``cpu_inference_chunk`` images run through the
         network in chunks of that many (the outputs are the same as one call's): large
@@ -257,13 +293,21 @@ class Yolact(nn.Module):
         Returns:
             dict with "features" (dict of FPN maps), "class_logits" (N, R, C + 1),
             "box_deltas" (N, R, 4), "coefficients" (N, R, k), "prototypes" (N, k, h, w),
-            "priors" (R, 4).
+            "priors" (R, 4) relative to the input, "input_size" (H, W) of the input; for an
+            ``ImageList`` also "content_sizes", its ``image_sizes``.
         """
+        content_sizes = None
+        if isinstance(images, ImageList):
+            content_sizes, images = list(images.image_sizes), images.tensor
         chunk = self.cpu_inference_chunk
         if chunk > 0 and len(images) > chunk and images.device.type == "cpu" and not self.training:
             parts = [self._predict(images[i : i + chunk]) for i in range(0, len(images), chunk)]
-            return _concatenate_predictions(parts)
-        return self._predict(images)
+            outputs = _concatenate_predictions(parts)
+        else:
+            outputs = self._predict(images)
+        if content_sizes is not None:
+            outputs["content_sizes"] = content_sizes
+        return outputs
 
     def _predict(self, images: torch.Tensor) -> Dict[str, torch.Tensor]:
         """:meth:`predict` on one network call."""
@@ -280,8 +324,12 @@ class Yolact(nn.Module):
             with stage("protonet"):
                 prototypes = self.mask_branch(features, protonet)
         with stage("decode"):
-            priors = self.prior_generator([f.shape[-2:] for f in head_features], images.device)
+            input_size = (images.shape[-2], images.shape[-1])
+            priors = self.prior_generator(
+                [f.shape[-2:] for f in head_features], images.device, input_size
+            )
             return {
+                "input_size": input_size,
                 "features": features,
                 "class_logits": class_logits.float(),
                 "box_deltas": box_deltas.float(),
@@ -300,12 +348,35 @@ class Yolact(nn.Module):
         Returns:
             dict[str, Tensor] of losses in training; otherwise list[dict] with "instances".
         """
+        if self.preserve_aspect_ratio and not self.training and len(batched_inputs) > 1:
+            return self._forward_inference_by_shape(batched_inputs)
         with stage("preprocess"):
             images = self.preprocess_image(batched_inputs)
         outputs = self.predict(images)
         if self.training:
             return self.forward_training(outputs, batched_inputs)
         return self.forward_inference(outputs, batched_inputs)
+
+    def _forward_inference_by_shape(self, batched_inputs: List[Dict]) -> List[Dict]:
+        """
+        Inference keeping the aspect ratio: the images of one padded input size run as one
+        batch (frames of a video are one), images of different sizes as separate ones, so that
+        every image's content covers a whole number of prototype pixels of its input and its
+        masks are pasted exactly (:func:`~yolact_d2.modeling.paste.detections_in_content`).
+        """
+        groups: Dict[Tuple[int, int], List[int]] = {}
+        for i, x in enumerate(batched_inputs):
+            height, width = x["image"].shape[-2:]
+            size = aspect_preserving_size(height, width, self.input_size)
+            groups.setdefault(padded_input_size(*size, self.input_size), []).append(i)
+        results: List[Optional[Dict]] = [None] * len(batched_inputs)
+        for indices in groups.values():
+            group = [batched_inputs[i] for i in indices]
+            with stage("preprocess"):
+                images = self.preprocess_image(group)
+            for i, result in zip(indices, self.forward_inference(self.predict(images), group)):
+                results[i] = result
+        return results
 
     def forward_training(
         self, outputs: Dict[str, torch.Tensor], batched_inputs: List[Dict]
@@ -321,6 +392,8 @@ class Yolact(nn.Module):
         if self.loss is None:
             raise RuntimeError("this Yolact was built without a loss and cannot train")
         gt_instances = [x["instances"].to(self.device) for x in batched_inputs]
+        if self.preserve_aspect_ratio:
+            gt_instances = [_pad_instances(gt, outputs["input_size"]) for gt in gt_instances]
         crowd_boxes = [
             x.get("crowd_boxes", torch.zeros((0, 4))).to(self.device) for x in batched_inputs
         ]
@@ -405,6 +478,9 @@ class Yolact(nn.Module):
                         self.mask_branch.maskiou_net,
                     )
             if last >= 2:
+                content = outputs.get("content_sizes")
+                if content is not None and tuple(content[i]) != tuple(outputs["input_size"]):
+                    result = detections_in_content(result, content[i], outputs["input_size"])
                 with stage("paste"):
                     # (Sizes stay symbolic while torch.export traces the "pixels" stage.)
                     result = detections_in_pixels(result, (image_size[0], image_size[1]))
@@ -418,8 +494,25 @@ class Yolact(nn.Module):
 def _concatenate_predictions(parts: List[Dict]) -> Dict:
     """The outputs of :meth:`Yolact.predict` on consecutive chunks of a batch, as one call's."""
     first = parts[0]
-    out = {"priors": first["priors"]}
+    out = {"priors": first["priors"], "input_size": first["input_size"]}
     out["features"] = {k: torch.cat([p["features"][k] for p in parts]) for k in first["features"]}
     for key in ("class_logits", "box_deltas", "coefficients", "prototypes"):
         out[key] = torch.cat([p[key] for p in parts])
     return out
+
+
+def _pad_instances(gt: Instances, input_size: Tuple[int, int]) -> Instances:
+    """
+    Ground truth of an image resized keeping its aspect ratio, on the padded input: the same
+    boxes (pixels from the top left) and classes, masks padded with background.
+    """
+    height, width = input_size
+    padded = Instances((height, width))
+    for name, value in gt.get_fields().items():
+        if name == "gt_masks":
+            masks = value.tensor
+            value = BitMasks(
+                F.pad(masks, (0, width - masks.shape[-1], 0, height - masks.shape[-2]))
+            )
+        padded.set(name, value)
+    return padded

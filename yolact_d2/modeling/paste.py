@@ -22,6 +22,7 @@ from .mask_assembly import box_crop_bounds
 
 __all__ = [
     "BoxLocalMasks",
+    "detections_in_content",
     "detections_in_pixels",
     "paste_instances",
     "upsample_masks",
@@ -40,6 +41,43 @@ def _pixel_boxes(boxes: torch.Tensor, image_size: Tuple[int, int]) -> torch.Tens
     x1, x2 = box_crop_bounds(boxes[:, 0], boxes[:, 2], width, 0)
     y1, y2 = box_crop_bounds(boxes[:, 1], boxes[:, 3], height, 0)
     return torch.stack([x1, y1, x2, y2], dim=1).long()
+
+
+def detections_in_content(
+    assembled: Dict[str, torch.Tensor],
+    content_size: Tuple[int, int],
+    input_size: Tuple[int, int],
+) -> Dict[str, torch.Tensor]:
+    """
+    Detections of an image that covers only the top-left ``content_size`` of a padded network
+    input (the aspect-ratio-preserving mode), as if that part were the whole input: boxes
+    relative to the content (the padding's share divided out), masks cropped to the prototype
+    pixels the content covers. The content must end on a prototype pixel
+    (:mod:`yolact_d2.layers.input_size` makes it so).
+
+    Args:
+        assembled (dict): output of
+            :func:`~yolact_d2.modeling.postprocessing.assemble_detection_masks`: "boxes" (D, 4)
+            relative to the input, "masks" (D, h, w) over the input.
+        content_size (tuple[int, int]): (h, w) pixels of the input the image covers.
+        input_size (tuple[int, int]): (H, W) of the network input.
+
+    Returns:
+        dict: the same keys; "boxes" relative to the content, "masks" (D, h', w').
+    """
+    (height, width), (in_h, in_w) = content_size, input_size
+    masks = assembled["masks"]
+    proto_h, proto_w = masks.shape[-2:]
+    if (height * proto_h) % in_h or (width * proto_w) % in_w:
+        raise ValueError(
+            f"an image of {height}x{width} pixels on a {in_h}x{in_w} input does not end on a "
+            f"prototype pixel ({proto_h}x{proto_w} prototypes)"
+        )
+    result = dict(assembled)
+    boxes = assembled["boxes"]
+    result["boxes"] = boxes * boxes.new_tensor([in_w / width, in_h / height] * 2)
+    result["masks"] = masks[:, : height * proto_h // in_h, : width * proto_w // in_w]
+    return result
 
 
 def detections_in_pixels(

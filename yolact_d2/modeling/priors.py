@@ -3,7 +3,7 @@
 
 import math
 import numpy as np
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -17,7 +17,7 @@ def generate_level_priors(
     feature_size: Tuple[int, int],
     scales: Sequence[float],
     aspect_ratios: Sequence[float],
-    input_size: int,
+    input_size: Union[int, Tuple[int, int]],
     square: bool,
 ) -> torch.Tensor:
     """
@@ -28,23 +28,30 @@ def generate_level_priors(
     for scale s, ratio r = width / height and input size S, or a square of side s * sqrt(r) / S
     when ``square`` (the released YOLACT v1 checkpoints).
 
+    On a non-square input of (H_in, W_in) pixels (the aspect-ratio-preserving mode) the sizes
+    are divided by the side they are measured along, (s * sqrt(r) / W_in, s / sqrt(r) / H_in)
+    and for ``square`` (s * sqrt(r) / W_in, s * sqrt(r) / H_in): in pixels every prior is then
+    s * sqrt(r) wide and s / sqrt(r) (or s * sqrt(r)) high, as in the square mode, whatever
+    the input's shape. Centres stay spread evenly over the input, (x + 0.5) / W of its width.
+
     Args:
         feature_size (tuple[int, int]): (H, W) of the level's feature map.
         scales (list[float]): prior scales in input pixels.
         aspect_ratios (list[float]): width / height ratios.
-        input_size (int): the network input side S.
+        input_size (int or tuple[int, int]): the network input side S, or its (H_in, W_in).
         square (bool): use square priors.
 
     Returns:
         Tensor: (H * W * len(scales) * len(aspect_ratios), 4) float32 (cx, cy, w, h).
     """
     conv_h, conv_w = feature_size
+    in_h, in_w = (input_size, input_size) if isinstance(input_size, int) else input_size
     shapes = []
     for scale in scales:
         for ratio in aspect_ratios:
             root = math.sqrt(ratio)
-            w = scale * root / input_size
-            h = w if square else scale / root / input_size
+            w = scale * root / in_w
+            h = (scale * root if square else scale / root) / in_h
             shapes.append((w, h))
     shapes = np.asarray(shapes, dtype=np.float64).reshape(1, 1, -1, 2)
     ys = (np.arange(conv_h, dtype=np.float64) + 0.5) / conv_h
@@ -102,11 +109,18 @@ class YolactPriorGenerator(nn.Module):
         assert len(counts) == 1, "every level must have the same number of priors per location"
         return counts.pop()
 
-    def forward(self, feature_sizes: List[Tuple[int, int]], device=None) -> torch.Tensor:
+    def forward(
+        self,
+        feature_sizes: List[Tuple[int, int]],
+        device=None,
+        input_size: Optional[Tuple[int, int]] = None,
+    ) -> torch.Tensor:
         """
         Args:
             feature_sizes (list[tuple[int, int]]): (H, W) of each level, P3 first.
             device: where the result should live.
+            input_size (tuple[int, int], optional): (H_in, W_in) of the network input the
+                priors are relative to; (S, S) when not given.
 
         Returns:
             Tensor: (R, 4) relative (cx, cy, w, h) priors, R = sum_l H_l * W_l * A.
@@ -116,15 +130,16 @@ class YolactPriorGenerator(nn.Module):
                 f"MODEL.YOLACT.PRIORS.SCALES has {len(self.scales)} levels but the head "
                 f"receives {len(feature_sizes)} feature maps"
             )
-        key = (tuple(tuple(int(v) for v in s) for s in feature_sizes), str(device))
+        if input_size is None:
+            input_size = (self.input_size, self.input_size)
+        input_size = (int(input_size[0]), int(input_size[1]))
+        key = (tuple(tuple(int(v) for v in s) for s in feature_sizes), str(device), input_size)
         # While tracing (torch.export, torch.compile) the priors become part of the graph and
         # must not be cached: the cache would keep the tracer's tensor for later eager calls.
         tracing = torch.compiler.is_compiling()
         if tracing or key not in self._cache:
             levels = [
-                generate_level_priors(
-                    size, scales, self.aspect_ratios, self.input_size, self.square
-                )
+                generate_level_priors(size, scales, self.aspect_ratios, input_size, self.square)
                 for size, scales in zip(key[0], self.scales)
             ]
             priors = torch.cat(levels).to(device)
