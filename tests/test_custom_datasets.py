@@ -1,16 +1,14 @@
 # Copyright (c) yolact_d2 contributors.
 """
 Training on your own COCO json without Python: DATASETS.REGISTER_COCO,
-MODEL.YOLACT.NUM_CLASSES_FROM_DATA (yolact_d2.data.setup_datasets) and datasets/README.md's
-walk-through, run as written.
+MODEL.YOLACT.NUM_CLASSES_FROM_DATA (yolact_d2.data.setup_datasets). datasets/README.md's
+walk-through runs as written in tests/test_documented_commands.py.
 """
 
 import glob
 import json
 import os
 import re
-import subprocess
-import sys
 import uuid
 
 import pytest
@@ -29,7 +27,6 @@ from yolact_d2.data.examples import write_shapes_split
 
 from common import CONFIG_DIR, REPO_ROOT, get_config
 
-README = os.path.join(REPO_ROOT, "datasets", "README.md")
 CLASSES = {7: "square", 3: "circle"}  # not contiguous, not in id order: names sorted by id
 
 
@@ -316,45 +313,3 @@ def test_every_config_agrees_with_its_datasets(path):
     for name in list(cfg.DATASETS.TRAIN) + list(cfg.DATASETS.TEST):
         classes = MetadataCatalog.get(name).thing_classes
         assert len(classes) == cfg.MODEL.YOLACT.NUM_CLASSES, name
-
-
-# ------------------------------------------------------------------------------------------
-# datasets/README.md's walk-through, as written
-# ------------------------------------------------------------------------------------------
-def walkthrough_script():
-    """The fenced bash block after ``<!-- walkthrough -->`` in datasets/README.md."""
-    with open(README) as f:
-        text = f.read()
-    match = re.search(r"<!-- walkthrough -->\s*```bash\n(.*?)```", text, re.S)
-    assert match, "datasets/README.md has no ```bash block after <!-- walkthrough -->"
-    return match.group(1)
-
-
-def test_readme_walkthrough_trains_and_evaluates(shapes, tmp_path):
-    script = walkthrough_script()
-    out = str(tmp_path / "out")
-    for variable, value in (("DATA", shapes), ("OUT", out)):
-        script, count = re.subn(rf"^{variable}=.*$", f"{variable}={value}", script, flags=re.M)
-        assert count == 1, f"the walk-through sets {variable} once, at the top"
-    script, count = re.subn(r"^python ", f"{sys.executable} ", script, flags=re.M)
-    assert count >= 2
-    # Passive OpenMP waits: spinning threads slow down badly when other jobs share the cores.
-    env = dict(os.environ, OMP_WAIT_POLICY="PASSIVE")
-    result = subprocess.run(
-        ["bash", "-e", "-c", script],
-        cwd=REPO_ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        timeout=600,
-    )
-    log = result.stdout
-    assert result.returncode == 0, log[-5000:]
-    assert os.path.isfile(os.path.join(out, "model_final.pth"))
-    eval_log = log[log.rindex("Command Line Args") :]
-    assert "eval_only=True" in eval_log.splitlines()[0]
-    for task in ("bbox", "segm"):
-        assert f"Evaluation results for {task}:" in eval_log, eval_log[-5000:]
-    # the per-class table names the json's classes
-    assert "circle" in eval_log and "square" in eval_log

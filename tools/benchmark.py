@@ -51,6 +51,7 @@ from yolact_d2.benchmark import (
     markdown_table,
     memory_by_image_size,
     plot_speed_vs_ap,
+    resize_images,
     write_csv,
 )
 from yolact_d2.engine.cli import tool_parser
@@ -77,6 +78,13 @@ def get_parser() -> argparse.ArgumentParser:
     source.add_argument("--images", metavar="DIR", help="image folder (default: tiny_coco val2017)")
     source.add_argument("--dataset", metavar="NAME", help="registered dataset to take images from")
     parser.add_argument("--num-images", type=int, default=50, help="images timed per run")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        metavar=("H", "W"),
+        help="resize every timed image to H x W first (e.g. 720 1280: video frames)",
+    )
     parser.add_argument("--warmup", type=int, default=3, help="untimed batches first")
     parser.add_argument(
         "--precision",
@@ -183,6 +191,24 @@ def _weights_per_config(args):
     return [None if w.lower() == "none" else w for w in args.eval_weights]
 
 
+def _log_network_inputs(args, image_size, logger):
+    """The network input each YOLACT config gives an image of ``image_size``."""
+    from yolact_d2.layers.input_size import aspect_preserving_size, padded_input_size
+
+    for config in args.configs:
+        cfg = load_config_spec(config, args.opts)
+        if not is_yolact(cfg):
+            continue
+        size = cfg.MODEL.YOLACT.INPUT_SIZE
+        shape = (size, size)
+        if cfg.MODEL.YOLACT.PRESERVE_ASPECT_RATIO:
+            shape = padded_input_size(*aspect_preserving_size(*image_size, size), size)
+        logger.info(
+            f"{config_label(config)}: {image_size[0]}x{image_size[1]} images -> network input "
+            f"{shape[0]}x{shape[1]}"
+        )
+
+
 def _default_baseline(configs):
     others = [c for c in configs if not is_yolact(load_config_spec(c))]
     return config_label(others[0]) if others else None
@@ -197,6 +223,9 @@ def main(args) -> list:
     else:
         files = image_files(args.images or default_image_dir(), args.num_images)
     images = load_images(files)
+    if args.image_size:
+        images = resize_images(images, *args.image_size)
+        _log_network_inputs(args, images[0].shape[:2], logger)
     if "original" in args.runtime:
         if not args.original_repo:
             raise SystemExit(

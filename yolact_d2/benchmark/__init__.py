@@ -10,7 +10,7 @@ from yolact_d2.evaluation.mask_agreement import MaskAgreement, mask_ious, match_
 from .accuracy import dataset_subset, evaluate_ap
 from .analysis import count_gflops, count_parameters
 from .calibration import calibrate_batch_norm, calibrate_detections
-from .images import dataset_image_files, default_image_dir, image_files, load_images
+from .images import dataset_image_files, default_image_dir, image_files, load_images, resize_images
 from .nms_benchmark import (
     NMS_METHODS,
     CandidateSet,

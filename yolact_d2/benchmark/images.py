@@ -10,7 +10,13 @@ from detectron2.data.detection_utils import read_image
 
 from yolact_d2.data.datasets import tiny_coco_root
 
-__all__ = ["default_image_dir", "image_files", "dataset_image_files", "load_images"]
+__all__ = [
+    "default_image_dir",
+    "image_files",
+    "dataset_image_files",
+    "load_images",
+    "resize_images",
+]
 
 _IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp")
 
@@ -47,3 +53,10 @@ def dataset_image_files(dataset_name: str, num_images: Optional[int] = None) -> 
 def load_images(files: List[str]) -> List[np.ndarray]:
     """Reads images as (H, W, 3) uint8 BGR arrays, DefaultPredictor's input."""
     return [read_image(f, format="BGR") for f in files]
+
+
+def resize_images(images: List[np.ndarray], height: int, width: int) -> List[np.ndarray]:
+    """The images resized to (height, width) (OpenCV area interpolation, as a camera's frames)."""
+    import cv2
+
+    return [cv2.resize(i, (width, height), interpolation=cv2.INTER_AREA) for i in images]
