@@ -25,7 +25,7 @@ from yolact_d2.data import (
 )
 from yolact_d2.data.examples import write_shapes_split
 
-from common import CONFIG_DIR, REPO_ROOT, get_config
+from common import CONFIG_DIR, get_config
 
 CLASSES = {7: "square", 3: "circle"}  # not contiguous, not in id order: names sorted by id
 
