@@ -45,6 +45,10 @@ NOT_RUN = [
         "and tests/test_train_net.py run shortened versions)",
     ),
     (r"python -m pytest|black --check|isort --check|^flake8", "the suite and style checks (CI)"),
+    (
+        r"output/aspect_demo",
+        "trains for minutes (tests/test_aspect_ratio.py trains and evaluates the same way, shorter)",
+    ),
 ]
 # Everything else must be one of these, and is run.
 RUN = r"tools/example_data\.py|output/demo_synthetic/model_final\.pth|my_shapes|export/demo"
