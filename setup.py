@@ -47,5 +47,12 @@ setup(
             # int8 post-training quantisation (yolact_d2.deploy.quantize, tools/quantize.py).
             "nncf==3.4.0",
         ],
+        # Inference over large image collections on Ray Data (tools/predict_dataset.py, on one
+        # machine or a cluster). pyarrow 26 needs NumPy 2, so the last release before it is
+        # pinned (checked: these import and "pip check" is clean with numpy<2 on Python 3.11).
+        "scale": [
+            "ray[data]==2.60.0",
+            "pyarrow==25.0.1",
+        ],
     },
 )
