@@ -1,0 +1,53 @@
+# Copyright (c) yolact_d2 contributors.
+"""tools/profile_runtime.py's accounting: every runtime node attributed to a stage."""
+
+import numpy as np
+
+import pytest
+import torch
+
+from yolact_d2.benchmark.runtime_profile import (
+    onnx_node_stages,
+    profile_onnxruntime,
+    profile_openvino,
+    summarize,
+)
+
+from common import get_config
+
+STAGES = {"preprocess", "backbone", "fpn", "head", "protonet", "postprocess"}
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from yolact_d2.deploy import build_export_model, export_model
+
+    cfg = get_config("demo/yolact_R_18_synthetic.yaml")
+    torch.manual_seed(0)
+    model = build_export_model(cfg)
+    image = np.random.default_rng(0).integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    path = export_model(cfg, model, "onnx", str(tmp_path_factory.mktemp("profile")), image)
+    return path, image
+
+
+def test_every_onnx_node_has_a_stage(exported):
+    stages = onnx_node_stages(exported[0])
+    assert set(stages.values()) == STAGES
+    # the first nodes turn the uint8 image into the network input; the last ones post-process
+    names = [n for n in stages if n.startswith("node_")]
+    assert stages[names[0]] == "preprocess" and stages[names[-1]] == "postprocess"
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_runtime_time_is_attributed(exported, runtime):
+    path, image = exported
+    if runtime == "openvino":
+        nodes = profile_openvino(path, path, [image], 2, "f32")
+    else:
+        nodes = profile_onnxruntime(path, [image], 2)
+    total = sum(n.ms for n in nodes)
+    by_stage = {s: sum(n.ms for n in nodes if n.stage == s) for s in STAGES | {"other"}}
+    assert total > 0 and all(by_stage[s] > 0 for s in ("backbone", "head", "protonet"))
+    assert by_stage["other"] < 0.05 * total  # (almost) nothing left unattributed
+    table = summarize(nodes)
+    assert "| backbone |" in table and "| **total** |" in table

@@ -1,0 +1,194 @@
+# Copyright (c) yolact_d2 contributors.
+"""
+Where an exported YOLACT spends its time in a runtime: the per-node times of OpenVINO
+(``PERF_COUNT``) and onnxruntime (its profiler), each node attributed to a stage of the model
+through the module hierarchy ``torch.onnx`` records in every ONNX node's metadata.
+"""
+
+import collections
+import json
+import numpy as np
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Dict, List, Sequence
+
+__all__ = ["NodeTime", "onnx_node_stages", "profile_openvino", "profile_onnxruntime", "summarize"]
+
+# Module classes of the model, in the order they are tested (a node's hierarchy lists its
+# enclosing modules outermost first; the innermost YOLACT part decides).
+_STAGE_OF_MODULE = [
+    ("YolactMaskBranch", "protonet"),
+    ("YolactHead", "head"),
+    ("ResNet", "backbone"),
+    ("DarkNet", "backbone"),
+    ("YolactFPN", "fpn"),
+]
+
+
+@dataclass
+class NodeTime:
+    """One executed node: its name, type, the kernel that ran it, its stage and ms per image."""
+
+    name: str
+    node_type: str
+    kernel: str
+    stage: str
+    ms: float
+
+
+def onnx_node_stages(onnx_path: str) -> Dict[str, str]:
+    """
+    {ONNX node or output name: stage}: "preprocess" (the nodes before the first backbone node:
+    resize, normalisation), "backbone", "fpn", "head", "protonet", or "postprocess" (priors,
+    box decoding, score pre-filter, Fast NMS, mask assembly and crop: the graph's own code
+    outside the network's modules).
+    """
+    import onnx
+
+    model = onnx.load(onnx_path, load_external_data=False)
+    stages, seen_network = {}, False
+    for node in model.graph.node:
+        meta = {p.key: p.value for p in node.metadata_props}
+        hierarchy = meta.get("pkg.torch.onnx.class_hierarchy", "")
+        stage = None
+        for module, name in _STAGE_OF_MODULE:
+            if module in hierarchy:
+                stage = name
+                break
+        if stage is None:
+            stage = "postprocess" if seen_network else "preprocess"
+        else:
+            seen_network = True
+        stages[node.name] = stage
+        for output in node.output:  # onnxruntime names fused nodes after their outputs
+            stages.setdefault(output, stage)
+    return stages
+
+
+def _stage_of(name: str, stages: Dict[str, str], ordered: Sequence[str]) -> str:
+    """The stage of a runtime node: that of the longest ONNX node name its name starts with."""
+    if name in stages:
+        return stages[name]
+    base = name.split("/")[0]
+    if base in stages:
+        return stages[base]
+    matches = [n for n in ordered if name.startswith(n)]
+    return stages[max(matches, key=len)] if matches else "other"
+
+
+def profile_openvino(
+    model_path: str, onnx_path: str, images: List[np.ndarray], threads: int, precision: str
+) -> List[NodeTime]:
+    """
+    Per-node times (mean ms per image over ``images``, after one untimed run) of an OpenVINO
+    model (.onnx or an int8 .xml), with ``INFERENCE_PRECISION_HINT`` ``precision`` ("f32" or
+    "bf16"; int8 IRs run their quantised layers in int8 whatever it says).
+    """
+    import openvino
+
+    from yolact_d2.utils.signal_stack import preserved_signal_stack
+
+    core = openvino.Core()
+    config = {
+        "PERF_COUNT": "YES",
+        "INFERENCE_NUM_THREADS": str(threads),
+        "INFERENCE_PRECISION_HINT": precision,
+    }
+    with preserved_signal_stack():
+        compiled = core.compile_model(core.read_model(model_path), "CPU", config)
+    request = compiled.create_infer_request()
+    request.infer({0: images[0]})
+    totals: Dict[tuple, float] = collections.defaultdict(float)
+    for image in images:
+        request.infer({0: image})
+        for info in request.get_profiling_info():
+            if info.status.name == "NOT_RUN":
+                continue
+            key = (info.node_name, info.node_type, info.exec_type)
+            totals[key] += info.real_time.total_seconds() * 1000
+    stages = onnx_node_stages(onnx_path)
+    ordered = sorted(stages)
+    return [
+        NodeTime(name, node_type, kernel, _stage_of(name, stages, ordered), ms / len(images))
+        for (name, node_type, kernel), ms in totals.items()
+    ]
+
+
+def profile_onnxruntime(onnx_path: str, images: List[np.ndarray], threads: int) -> List[NodeTime]:
+    """Per-node times (mean ms per image) of onnxruntime's profiler on the CPU provider."""
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.enable_profiling = True
+    options.profile_file_prefix = os.path.join(tempfile.mkdtemp(), "ort")
+    session = onnxruntime.InferenceSession(onnx_path, options, providers=["CPUExecutionProvider"])
+    session.run(None, {"image": images[0]})
+    for image in images:
+        session.run(None, {"image": image})
+    with open(session.end_profiling()) as f:
+        events = json.load(f)
+    stages = onnx_node_stages(onnx_path)
+    ordered = sorted(stages)
+    totals: Dict[tuple, float] = collections.defaultdict(float)
+    runs = 0
+    for event in events:
+        if event.get("cat") == "Session" and event.get("name") == "model_run":
+            runs += 1
+        if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
+            continue
+        name = event["name"][: -len("_kernel_time")]
+        args = event.get("args", {})
+        key = (name, args.get("op_name", "?"), args.get("provider", "?"))
+        totals[key] += event["dur"] / 1000
+    runs = max(runs, 1)
+    return [
+        NodeTime(name, op, provider, _stage_of(name, stages, ordered), ms / runs)
+        for (name, op, provider), ms in totals.items()
+    ]
+
+
+def _precision_of(kernel: str) -> str:
+    k = kernel.lower()
+    if "i8" in k or "u8" in k or "int8" in k:
+        return "int8"
+    if "bf16" in k:
+        return "bf16"
+    if "f16" in k:
+        return "f16"
+    return "f32"
+
+
+def summarize(nodes: List[NodeTime], top: int = 15) -> str:
+    """Markdown tables: ms per stage (with the convolutions' kernel precisions), ms per node
+    type, layout conversions, and the ``top`` slowest nodes."""
+    total = sum(n.ms for n in nodes) or 1.0
+    lines = ["| stage | ms | share | convolutions by precision (ms) |", "|---|---:|---:|---|"]
+    order = ["preprocess", "backbone", "fpn", "head", "protonet", "postprocess", "other"]
+    by_stage = collections.defaultdict(list)
+    for n in nodes:
+        by_stage[n.stage].append(n)
+    for stage in order:
+        group = by_stage.get(stage, [])
+        if not group:
+            continue
+        ms = sum(n.ms for n in group)
+        convs = collections.defaultdict(float)
+        for n in group:
+            if n.node_type in ("Convolution", "Conv", "GroupConvolution", "FusedConv"):
+                convs[_precision_of(n.kernel)] += n.ms
+        conv_text = ", ".join(f"{p} {v:.1f}" for p, v in sorted(convs.items())) or "-"
+        lines.append(f"| {stage} | {ms:.1f} | {100 * ms / total:.0f}% | {conv_text} |")
+    lines.append(f"| **total** | **{total:.1f}** | | |")
+    lines += ["", "| node type | ms | nodes |", "|---|---:|---:|"]
+    by_type = collections.defaultdict(lambda: [0.0, 0])
+    for n in nodes:
+        by_type[n.node_type][0] += n.ms
+        by_type[n.node_type][1] += 1
+    for node_type, (ms, count) in sorted(by_type.items(), key=lambda kv: -kv[1][0])[:12]:
+        lines.append(f"| {node_type} | {ms:.1f} | {count} |")
+    lines += ["", "| slowest nodes | stage | type | kernel | ms |", "|---|---|---|---|---:|"]
+    for n in sorted(nodes, key=lambda n: -n.ms)[:top]:
+        lines.append(f"| {n.name[:60]} | {n.stage} | {n.node_type} | {n.kernel} | {n.ms:.2f} |")
+    return "\n".join(lines)
