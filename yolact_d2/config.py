@@ -157,6 +157,10 @@ def _add_test_config(cfg):
     # yolact_d2.modeling.BoxLocalMasks instead (the same masks, bit-packed around each mask;
     # masks[i] and iteration give (H, W) tensors, .tensor all of them). CPU only.
     _C.MODEL.YOLACT.TEST.MAX_DENSE_MASK_BYTES = 2**30
+    # Also return each detection's k mask coefficients as Instances.pred_coefficients (D, k)
+    # float32, e.g. as an appearance cue for tracking (yolact_d2.engine.tracking). Nothing else
+    # in the output changes.
+    _C.MODEL.YOLACT.TEST.OUTPUT_COEFFICIENTS = False
 
     # ---------------------------------------------------------------------------------------
     # Speed options

@@ -446,7 +446,8 @@ class Yolact(nn.Module):
                 * "pixels": the same with "boxes" in integer pixels of the original image, the
                   detections whose box has no area dropped (what the exported graph returns);
                 * "instances": Detectron2 ``Instances`` at the original size, masks pasted
-                  (:func:`~yolact_d2.modeling.paste.paste_instances`).
+                  (:func:`~yolact_d2.modeling.paste.paste_instances`), with
+                  ``pred_coefficients`` (D, k) when ``settings.output_coefficients``.
 
         Returns:
             list: one dict (or ``Instances``) per image.
@@ -486,7 +487,10 @@ class Yolact(nn.Module):
                     result = detections_in_pixels(result, (image_size[0], image_size[1]))
                     if last == 3:
                         size = (int(image_size[0]), int(image_size[1]))
+                        kept = result["indices"]
                         result = paste_instances(result, size, settings)
+                        if settings.output_coefficients:
+                            result.pred_coefficients = outputs["coefficients"][i][kept].float()
             results.append(result)
         return results
 

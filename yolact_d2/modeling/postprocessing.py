@@ -32,6 +32,7 @@ class PostprocessSettings:
         crop_masks (bool): crop masks by their predicted boxes.
         rescore_mask, rescore_box (bool): which scores YOLACT++'s predicted mask IoU multiplies.
         max_dense_mask_bytes (int): above this, ``pred_masks`` is a :class:`BoxLocalMasks`.
+        output_coefficients (bool): ``Instances`` also carry ``pred_coefficients`` (D, k).
     """
 
     nms_type: str = "fast"
@@ -44,6 +45,7 @@ class PostprocessSettings:
     rescore_mask: bool = True
     rescore_box: bool = False
     max_dense_mask_bytes: int = 2**30
+    output_coefficients: bool = False
 
     @classmethod
     def from_config(cls, cfg) -> "PostprocessSettings":
@@ -59,6 +61,7 @@ class PostprocessSettings:
             rescore_mask=maskiou.RESCORE_MASK,
             rescore_box=maskiou.RESCORE_BOX,
             max_dense_mask_bytes=test.MAX_DENSE_MASK_BYTES,
+            output_coefficients=test.get("OUTPUT_COEFFICIENTS", False),
         )
 
 

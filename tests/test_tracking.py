@@ -1,0 +1,198 @@
+# Copyright (c) yolact_d2 contributors.
+"""
+Tracking on video (yolact_d2.engine.tracking): identities across frames, the mask coefficients
+as an optional model output, the json and MOTChallenge writers, the synthetic videos with known
+identities, and ``tools/demo.py --track`` end to end.
+"""
+
+import json
+import numpy as np
+
+import pytest
+import torch
+
+from detectron2.structures import Boxes, Instances
+
+from common import get_model
+
+pytest.importorskip("supervision", reason='tracking needs the extra "video"')
+
+from yolact_d2.engine.tracking import (  # noqa: E402  (after the extra's check)
+    CoefficientRelinker,
+    InstanceTracker,
+    mot_lines,
+    read_mot,
+    track_frames,
+    track_results,
+    write_mot,
+)
+
+SIZE = (160, 160)
+
+
+def frame_instances(boxes, scores=None, classes=None, coefficients=None) -> Instances:
+    """Predictions of one frame: boxes (D, 4) XYXY, masks filling them."""
+    boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+    instances = Instances(SIZE)
+    instances.pred_boxes = Boxes(boxes)
+    count = len(boxes)
+    instances.scores = torch.tensor([0.9] * count if scores is None else scores)
+    instances.pred_classes = torch.tensor([0] * count if classes is None else classes)
+    masks = torch.zeros((count,) + SIZE, dtype=torch.bool)
+    for mask, (x0, y0, x1, y1) in zip(masks, boxes.round().long().clamp(0, 160).tolist()):
+        mask[y0:y1, x0:x1] = True
+    instances.pred_masks = masks
+    if coefficients is not None:
+        instances.pred_coefficients = torch.tensor(coefficients, dtype=torch.float32)
+    return instances
+
+
+def box_at(x, y, side=24):
+    return [x, y, x + side, y + side]
+
+
+def test_a_translating_object_keeps_its_id():
+    tracker = InstanceTracker("bytetrack")
+    seen = []
+    for t in range(30):
+        # Two objects, one moving right 4 px a frame, one down 2 px, plus a weak false detection.
+        out = tracker(
+            frame_instances(
+                [box_at(5 + 4 * t, 10), box_at(120, 20 + 2 * t), box_at(60, 130, 10)],
+                scores=[0.9, 0.8, 0.05],
+            )
+        )
+        assert len(out) == 2 and out.track_ids.dtype == torch.int64
+        seen.append(out.track_ids.tolist())
+        # The tracked detections are the input's, in its order, with all their fields.
+        assert torch.equal(
+            out.pred_boxes.tensor[0], torch.tensor(box_at(5 + 4 * t, 10), dtype=torch.float32)
+        )
+        assert out.pred_masks.shape == (2,) + SIZE
+    assert all(ids == [1, 2] for ids in seen)
+    assert tracker.frames == 30 and tracker.seconds > 0
+
+
+def test_an_appearing_object_gets_a_new_id():
+    tracker = InstanceTracker("bytetrack")
+    ids = []
+    for t in range(12):
+        boxes = [box_at(10 + 2 * t, 10)] + ([box_at(100, 100 - 3 * t)] if t >= 5 else [])
+        ids.append(tracker(frame_instances(boxes)).track_ids.tolist())
+    assert all(frame == [1] for frame in ids[:5])
+    # ByteTrack confirms a track started after the first frame on its second detection.
+    assert ids[5] == [1] and all(frame == [1, 2] for frame in ids[6:])
+
+
+def test_ids_survive_a_three_frame_occlusion():
+    tracker = InstanceTracker("bytetrack")
+    ids = []
+    for t in range(16):
+        boxes = [box_at(60, 60)]  # a still object in front
+        if t not in (6, 7, 8):  # the moving one is hidden for 3 frames
+            boxes.append(box_at(5 + 5 * t, 40))
+        ids.append(sorted(tracker(frame_instances(boxes)).track_ids.tolist()))
+    assert ids[:6] == [[1, 2]] * 6 and ids[6:9] == [[1]] * 3 and ids[9:] == [[1, 2]] * 7
+
+
+def test_tracker_restarts_on_reset_and_rejects_unknown_names():
+    tracker = InstanceTracker()
+    for t in range(3):
+        tracker(frame_instances([box_at(10 + t, 10)]))
+    tracker.reset()
+    assert tracker.frames == 0
+    assert tracker(frame_instances([box_at(100, 100)])).track_ids.tolist() == [1]
+    assert len(tracker(frame_instances(np.zeros((0, 4))))) == 0
+    with pytest.raises(ValueError, match="tracker must be one of"):
+        InstanceTracker("deepsort")
+
+
+def test_coefficient_tracker_needs_coefficients():
+    tracker = InstanceTracker("bytetrack+coefficients")
+    assert tracker.uses_coefficients
+    with pytest.raises(ValueError, match="OUTPUT_COEFFICIENTS"):
+        tracker(frame_instances([box_at(10, 10)]))
+
+
+def test_relinker_gives_a_new_track_the_identity_of_a_lost_one_that_looks_alike():
+    relinker = CoefficientRelinker(max_gap=10, min_similarity=0.9)
+    a, b = np.array([1.0, 0.0, 0.2]), np.array([0.0, 1.0, 0.1])
+    box = np.array([[10.0, 10.0, 30.0, 30.0]])
+    for t in range(3):  # tracker id 1, looking like a, moving 2 px a frame
+        assert relinker(
+            t, np.array([1]), box + [2 * t, 0, 2 * t, 0], np.array([0]), a[None]
+        ).tolist() == [1]
+    # Lost for two frames; the tracker starts track 2 where it would be: same identity.
+    moved = box + [10, 0, 10, 0]
+    assert relinker(5, np.array([2]), moved, np.array([0]), a[None] * 3).tolist() == [1]
+    # A new track that looks different, or is of another class, is a new identity.
+    assert relinker(
+        6, np.array([2, 3]), np.concatenate([moved, moved + 40]), np.array([0, 0]), np.stack([a, b])
+    ).tolist() == [1, 2]
+    assert relinker(7, np.array([4]), moved + 40, np.array([1]), b[None]).tolist() == [3]
+
+
+def test_json_and_mot_writers_round_trip(tmp_path):
+    tracker = InstanceTracker()
+    results, lines = [], []
+    boxes_by_frame = {}
+    for frame in range(4):
+        boxes = [box_at(10 + 3 * frame, 10), [50.5, 60.25, 90.75, 100.0]]
+        out = tracker(frame_instances(boxes, scores=[0.9, 0.7], classes=[2, 1]))
+        boxes_by_frame[frame] = out
+        results += track_results(out, frame, category_ids=[1, 2, 3, 4])
+        lines += mot_lines(out, frame)
+    path = tmp_path / "tracks.json"
+    path.write_text(json.dumps(results))
+    loaded = json.loads(path.read_text())
+    assert loaded == results and len(loaded) == 8
+    first = loaded[0]
+    assert first["frame"] == first["image_id"] == 0 and first["track_id"] == 1
+    assert first["category_id"] == 3 and first["bbox"] == [10.0, 10.0, 24.0, 24.0]
+    assert first["segmentation"]["size"] == list(SIZE) and first["score"] == pytest.approx(0.9)
+    mot = tmp_path / "tracks.txt"
+    write_mot(mot, lines)
+    rows = read_mot(str(mot))
+    assert rows.shape == (8, 10)
+    for row in rows:
+        out = boxes_by_frame[int(row[0]) - 1]  # MOT frames from 1
+        j = out.track_ids.tolist().index(int(row[1]))
+        x0, y0, x1, y1 = out.pred_boxes.tensor[j].tolist()
+        assert row[2:6] == pytest.approx([x0, y0, x1 - x0, y1 - y0], abs=0.01)
+        assert row[6] == pytest.approx(float(out.scores[j]), abs=1e-4)
+    assert read_mot(str(tmp_path / "tracks.txt")).shape[0] == len(results)
+
+
+def test_track_frames_takes_any_predictor():
+    """A predictor is any callable returning {"instances": ...} (as ExportedPredictor)."""
+
+    def predictor(frame):
+        x = float(frame[0, 0, 0])
+        return {"instances": frame_instances([box_at(x, 50)])}
+
+    frames = [np.full((160, 160, 3), 10 + 3 * t, np.uint8) for t in range(5)]
+    out = list(track_frames(predictor, frames))
+    assert [i for i, _ in out] == list(range(5))
+    assert [inst.track_ids.tolist() for _, inst in out] == [[1]] * 5
+
+
+def test_mask_coefficients_are_an_optional_output_that_changes_nothing_else():
+    opts = ["MODEL.YOLACT.TEST.SCORE_THRESH", 0.0]
+    name = "demo/yolact_R_18_synthetic.yaml"
+    plain = get_model(name, opts)
+    with_coefficients = get_model(name, opts + ["MODEL.YOLACT.TEST.OUTPUT_COEFFICIENTS", True])
+    image = torch.rand(3, 160, 160, generator=torch.Generator().manual_seed(0)) * 255
+    inputs = [{"image": image, "height": 120, "width": 150}]
+    with torch.no_grad():
+        a = plain(inputs)[0]["instances"]
+        b = with_coefficients(inputs)[0]["instances"]
+        outputs = with_coefficients.predict(with_coefficients.preprocess_image(inputs))
+        detections = with_coefficients.postprocess(outputs, [(120, 150)], until="pixels")[0]
+    assert len(a) > 10 and not a.has("pred_coefficients")
+    assert set(b.get_fields()) == set(a.get_fields()) | {"pred_coefficients"}
+    assert torch.equal(a.pred_boxes.tensor, b.pred_boxes.tensor)
+    for field in ("scores", "pred_classes", "pred_masks"):
+        assert torch.equal(a.get(field), b.get(field))
+    k = outputs["coefficients"].shape[-1]
+    assert b.pred_coefficients.shape == (len(b), k) and b.pred_coefficients.dtype == torch.float32
+    assert torch.equal(b.pred_coefficients, outputs["coefficients"][0][detections["indices"]])
