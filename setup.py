@@ -54,5 +54,16 @@ setup(
             "ray[data]==2.60.0",
             "pyarrow==25.0.1",
         ],
+        # Tracking on video (yolact_d2.engine.tracking, tools/demo.py --track) and its metrics
+        # (tools/evaluate_tracking.py). ByteTrack comes from supervision 0.30.9, the last release
+        # that ships it: its successor, Roboflow's `trackers`, requires numpy>=2.0.2 in every
+        # release (2.0.0 to 2.6.1), which Detectron2's metadata (numpy<2) rules out here.
+        # supervision 0.30 needs no OpenCV package of its own (0.29 and older require
+        # opencv-python, which would install a second cv2 over opencv-python-headless).
+        # MOTA, IDF1 and ID switches: motmetrics (trackeval, for HOTA, requires numpy>=2.3.2).
+        "video": [
+            "supervision==0.30.9",
+            "motmetrics==1.4.0",
+        ],
     },
 )

@@ -51,7 +51,7 @@ if ! "$VPY" -c "import yolact_d2" 2>/dev/null || [ setup.py -nt .venv/.yolact_d2
   pipq "numpy<2" "setuptools<81" Pillow matplotlib "pycocotools>=2.0.2" termcolor yacs tabulate \
     cloudpickle tqdm tensorboard "omegaconf>=2.1,<2.4" "hydra-core>=1.1" packaging fvcore iopath \
     black==26.10.1
-  pipq --no-build-isolation -e ".[dev,deploy,scale]" --config-settings editable_mode=compat
+  pipq --no-build-isolation -e ".[dev,deploy,scale,video]" --config-settings editable_mode=compat
   touch .venv/.yolact_d2_installed
 fi
 # Detectron2's dataset root ($DETECTRON2_DATASETS, default ./datasets): tiny_coco, the 100 real
