@@ -22,6 +22,7 @@ LAYERS = [
     "evaluation",
     "engine",
     "deploy",
+    "scale",  # Ray Data over large collections: the demo's code (engine) and exports (deploy)
     "benchmark",
 ]
 

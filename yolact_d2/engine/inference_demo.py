@@ -29,6 +29,8 @@ __all__ = [
     "DemoImage",
     "VideoStats",
     "list_image_files",
+    "coco_style_id",
+    "read_images",
     "file_images",
     "dataset_images",
     "dataset_category_ids",
@@ -99,9 +101,22 @@ def _read(image_id: int, path: str) -> DemoImage:
         return DemoImage(image_id, path, None, str(e))
 
 
-def _coco_style_id(path: str, position: int) -> int:
+def coco_style_id(path: str, position: int) -> int:
+    """
+    The image id of a file among the inputs: the number of a COCO-style name
+    (``000000000139.jpg`` -> 139), else its ``position`` in the input list.
+    """
     stem = os.path.splitext(os.path.basename(path))[0]
     return int(stem) if stem.isdigit() else position
+
+
+def read_images(entries: Iterable[Tuple[int, str]]) -> Iterator[DemoImage]:
+    """
+    Reads (image id, path) pairs lazily as :func:`file_images` does (unreadable images come
+    with ``bgr`` None and the reason): what ``tools/predict_dataset.py``'s workers read.
+    """
+    for image_id, path in entries:
+        yield _read(image_id, path)
 
 
 def file_images(files: Sequence[str]) -> Iterator[DemoImage]:
@@ -110,7 +125,7 @@ def file_images(files: Sequence[str]) -> Iterator[DemoImage]:
     orientation applied; image id: the number of a COCO-style name, else the position).
     """
     for position, path in enumerate(files):
-        yield _read(_coco_style_id(path, position), path)
+        yield _read(coco_style_id(path, position), path)
 
 
 def dataset_images(dataset_name: str) -> Iterator[DemoImage]:
