@@ -5,15 +5,25 @@ as an optional model output, the json and MOTChallenge writers, the synthetic vi
 identities, and ``tools/demo.py --track`` end to end.
 """
 
+import contextlib
+import importlib.util
+import io
 import json
 import numpy as np
+import os
+import re
+import subprocess
+import sys
 
+import cv2
 import pytest
 import torch
 
 from detectron2.structures import Boxes, Instances
 
-from common import get_model
+from yolact_d2.data.synthetic_video import VideoSpec, render_video, write_synthetic_videos
+
+from common import REPO_ROOT, calibrate_detections, get_model
 
 pytest.importorskip("supervision", reason='tracking needs the extra "video"')
 
@@ -196,3 +206,114 @@ def test_mask_coefficients_are_an_optional_output_that_changes_nothing_else():
     k = outputs["coefficients"].shape[-1]
     assert b.pred_coefficients.shape == (len(b), k) and b.pred_coefficients.dtype == torch.float32
     assert torch.equal(b.pred_coefficients, outputs["coefficients"][0][detections["indices"]])
+
+
+def test_synthetic_videos_have_known_identities(tmp_path):
+    specs = [VideoSpec(seed=0, num_frames=20), VideoSpec(seed=5, crossing=True, num_frames=20)]
+    entries = write_synthetic_videos(str(tmp_path), specs)
+    assert [e["kind"] for e in entries] == ["lanes", "crossing"]
+    for entry, spec in zip(entries, specs):
+        frames = list(render_video(spec))
+        truth = json.loads((tmp_path / entry["gt_json"]).read_text())
+        rows = read_mot(str(tmp_path / entry["gt_mot"]))
+        assert len(truth) == len(rows) == sum(len(objects) for _, objects in frames)
+        capture = cv2.VideoCapture(str(tmp_path / entry["video"]))
+        assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 20
+        ok, first = capture.read()
+        capture.release()
+        # mp4 compression keeps the frame close to the rendered one.
+        assert ok and np.abs(first.astype(int) - frames[0][0].astype(int)).mean() < 8
+        for t, (bgr, objects) in enumerate(frames):
+            assert bgr.shape == (160, 160, 3) and bgr.dtype == np.uint8
+            ids = [o.track_id for o in objects]
+            assert len(set(ids)) == len(ids)
+            for obj in objects:  # what is visible, and only that
+                assert obj.mask.sum() >= spec.min_visible_area and 0 < obj.visibility <= 1
+            if not spec.crossing:  # lanes: nothing covers anything
+                assert all(o.visibility == 1 for o in objects)
+        # The same spec renders the same video.
+        again = list(render_video(spec))
+        assert all(np.array_equal(a[0], b[0]) for a, b in zip(frames, again))
+    # Crossing videos hide an object completely for a few frames, then show it again.
+    presence = {}
+    for t, (_, objects) in enumerate(render_video(specs[1])):
+        for obj in objects:
+            presence.setdefault(obj.track_id, []).append(t)
+    gaps = [max(np.diff(ts)) - 1 for ts in presence.values() if len(ts) > 1]
+    assert any(1 <= gap <= 8 for gap in gaps)
+
+
+def _demo_weights(tmp_path, frames):
+    """A random-weight main-job model calibrated to detect like a trained one on ``frames``."""
+    model = get_model("demo/yolact_R_18_synthetic.yaml")
+    calibrate_detections(model, [f[:, :, ::-1].copy() for f in frames])
+    weights = str(tmp_path / "weights.pth")
+    torch.save({"model": model.state_dict()}, weights)
+    return weights
+
+
+def test_demo_tracks_a_video_end_to_end(tmp_path):
+    (entry,) = write_synthetic_videos(str(tmp_path), [VideoSpec(seed=1, num_frames=15)])
+    video = str(tmp_path / entry["video"])
+    frames = [f for f, _ in render_video(VideoSpec(seed=1, num_frames=15))]
+    weights = _demo_weights(tmp_path, frames[:4])
+    out = tmp_path / "out"
+    out.mkdir()
+    args = [
+        "--config-file", os.path.join(REPO_ROOT, "configs", "demo", "yolact_R_18_synthetic.yaml"),
+        "--video-input", video,
+        "--track",
+        "--output", str(out / "tracked.mp4"),
+        "--output-json", str(out / "tracks.json"),
+        "--output-mot", str(out / "tracks.txt"),
+        "MODEL.WEIGHTS", weights,
+        "MODEL.DEVICE", "cpu",
+    ]  # fmt: skip
+    proc = _run_demo(*args)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    log = proc.stdout + proc.stderr
+    assert re.search(r"tracker \(bytetrack\): [0-9.]+ ms/frame, [0-9.]+% of the end-to-end", log)
+    results = json.loads((out / "tracks.json").read_text())
+    rows = read_mot(str(out / "tracks.txt"))
+    assert results and len(rows) == len(results)
+    for result, row in zip(results, rows):
+        assert result["frame"] == result["image_id"] == row[0] - 1 and 0 <= result["frame"] < 15
+        assert result["track_id"] == row[1] >= 1
+        assert result["bbox"] == pytest.approx(list(row[2:6]), abs=0.01)
+        assert {"segmentation", "score", "category_id"} <= set(result)
+    capture = cv2.VideoCapture(str(out / "tracked.mp4"))
+    assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 15
+    capture.release()
+    # --track and --output-mot only make sense on a video or a camera.
+    images = tmp_path / "frame.png"
+    cv2.imwrite(str(images), frames[0])
+    for bad, message in [
+        (
+            ["--input", str(images), "--track", "--output-json", str(out / "x.json")],
+            "--track needs",
+        ),
+        (["--video-input", video, "--output-mot", str(out / "y.txt")], "--output-mot needs"),
+    ]:
+        stderr = io.StringIO()
+        with contextlib.redirect_stderr(stderr):
+            code = _demo_tool().main(args[:2] + bad + ["MODEL.WEIGHTS", weights])
+        assert code == 2 and message in stderr.getvalue()
+
+
+def _demo_tool():
+    """tools/demo.py as a module (its checks run in this process)."""
+    path = os.path.join(REPO_ROOT, "tools", "demo.py")
+    spec = importlib.util.spec_from_file_location("demo_tool", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run_demo(*args):
+    return subprocess.run(
+        [sys.executable, os.path.join(REPO_ROOT, "tools", "demo.py"), *args],
+        capture_output=True,
+        text=True,
+        cwd=REPO_ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )

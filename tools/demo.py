@@ -20,12 +20,19 @@ configs/yolact_R_50_FPN_550.yaml and a converted yolact_resnet50_d2.pth):
         --output output/video.mp4 MODEL.WEIGHTS W
     # a camera (device 0, or a video file standing in for one); Esc or the end stops it
     python tools/demo.py --config-file CFG --webcam 0 MODEL.WEIGHTS W
+    # tracking (video or camera): a colour and an id per object, the tracks as json and as a
+    # MOTChallenge text file; the tracker's own time per frame is printed at the end
+    python tools/demo.py --config-file CFG --video-input examples/video.mp4 --track \
+        --output output/tracked.mp4 --output-json output/tracks.json \
+        --output-mot output/tracks.txt MODEL.WEIGHTS W
 
 Config overrides (KEY VALUE ...) follow the options, bare or after --opts.
 
 Without --output, drawings are shown in a window (when a display exists). The json holds every
 detection the model returns (as evaluation sees them, with the dataset's category ids where its
-metadata maps them); --confidence-threshold only chooses what is drawn. Exit code 1 if some
+metadata maps them); --confidence-threshold only chooses what is drawn. With --track, the json
+holds the tracked detections only, each with "frame" and "track_id" (docs/GETTING_STARTED.md,
+"Tracking objects in a video"). Exit code 1 if some
 inputs do not exist or could not be read (they are listed and skipped, the rest is processed),
 2 for a missing config, weights file or output directory, or no image at all.
 """
@@ -51,6 +58,7 @@ from yolact_d2.engine.inference_demo import (
     list_image_files,
     metadata_of,
 )
+from yolact_d2.engine.tracking import TRACKERS, InstanceTracker, write_mot
 from yolact_d2.utils.file_io import atomic_open
 
 
@@ -74,6 +82,18 @@ def get_parser():
     )
     parser.add_argument("--output-json", metavar="FILE", help="write detections (COCO results)")
     parser.add_argument("--polygons", action="store_true", help="add masks as polygons to json")
+    parser.add_argument(
+        "--track",
+        nargs="?",
+        const=TRACKERS[0],
+        choices=TRACKERS,
+        metavar="TRACKER",
+        help=f"track objects across the frames of --video-input/--webcam: {', '.join(TRACKERS)} "
+        f"(default {TRACKERS[0]})",
+    )
+    parser.add_argument(
+        "--output-mot", metavar="FILE", help="with --track: write the tracks' boxes (MOTChallenge)"
+    )
     parser.add_argument(
         "--confidence-threshold",
         type=float,
@@ -102,7 +122,13 @@ def _check_arguments(args) -> None:
         _check_parent(args.output, "--output")
     if args.output_json:
         _check_parent(args.output_json, "--output-json")
-    needs_window = not args.output and not args.output_json
+    if args.track and not (args.video_input or args.webcam is not None):
+        raise DemoInputError("--track needs --video-input or --webcam")
+    if args.output_mot:
+        if not args.track:
+            raise DemoInputError("--output-mot needs --track")
+        _check_parent(args.output_mot, "--output-mot")
+    needs_window = not args.output and not args.output_json and not args.output_mot
     if needs_window and not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
         raise DemoInputError("no --output or --output-json given and no display to show results on")
 
@@ -111,6 +137,8 @@ def setup_cfg(args):
     cfg = load_config(args.config_file, args.opts)
     if args.confidence_threshold is not None:
         cfg.MODEL.YOLACT.TEST.DISPLAY_SCORE_THRESH = args.confidence_threshold
+    if args.track and InstanceTracker.needs_coefficients(args.track):
+        cfg.MODEL.YOLACT.TEST.OUTPUT_COEFFICIENTS = True
     cfg.freeze()
     return cfg
 
@@ -160,8 +188,9 @@ def run_video(args, demo: Demo, logger) -> None:
     if not capture.isOpened():
         raise DemoInputError(f"cannot open {'video' if args.video_input else 'camera'} {source!r}")
     writer = None
+    fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
+    tracker = InstanceTracker(args.track, frame_rate=fps) if args.track else None
     if args.output:
-        fps = capture.get(cv2.CAP_PROP_FPS) or 30.0
         size = (
             int(capture.get(cv2.CAP_PROP_FRAME_WIDTH)),
             int(capture.get(cv2.CAP_PROP_FRAME_HEIGHT)),
@@ -170,7 +199,8 @@ def run_video(args, demo: Demo, logger) -> None:
         if not writer.isOpened():
             raise DemoInputError(f"cannot write video {args.output!r} (use a .mp4 name)")
     try:
-        stats = demo.run_video(capture, writer, show=not args.output and not args.output_json)
+        show = not args.output and not args.output_json and not args.output_mot
+        stats = demo.run_video(capture, writer, show=show, tracker=tracker)
     finally:
         capture.release()
         if writer is not None:
@@ -179,6 +209,16 @@ def run_video(args, demo: Demo, logger) -> None:
         f"{stats.frames} frames: {stats.model_fps:.2f} frames/s model only, "
         f"{stats.end_to_end_fps:.2f} frames/s end to end (decode + predict + draw + encode)"
     )
+    if tracker is not None:
+        share = stats.tracker_seconds / stats.total_seconds if stats.total_seconds else 0.0
+        logger.info(
+            f"tracker ({args.track}): {stats.tracker_ms_per_frame:.2f} ms/frame, "
+            f"{100 * share:.1f}% of the end-to-end time; "
+            f"{len({r['track_id'] for r in demo.results})} tracks"
+        )
+        if args.output_mot:
+            write_mot(args.output_mot, demo.mot)
+            logger.info(f"{len(demo.mot)} track boxes written to {args.output_mot}")
 
 
 def main(argv=None) -> int:

@@ -387,15 +387,18 @@ def write_synthetic_videos(directory: str, specs=DEFAULT_VIDEOS) -> List[Dict]:
     """
     Renders ``specs`` into ``directory`` (created): ``video_NN.mp4``, ``video_NN.gt.txt``
     (MOTChallenge), ``video_NN.gt.json`` (per-frame COCO-style with masks) and ``videos.json``
-    (one entry per video: "name", "video", "gt_mot", "gt_json", "kind", and the spec).
+    (one entry per video: "name", "video", "gt_mot", "gt_json", "kind", and the spec), NN the
+    spec's seed (distinct seeds, then).
 
     Returns:
         list[dict]: the entries of ``videos.json``.
     """
     os.makedirs(directory, exist_ok=True)
     entries = []
-    for index, spec in enumerate(specs):
-        name = f"video_{index:02d}"
+    if len({spec.seed for spec in specs}) != len(specs):
+        raise ValueError("the videos' seeds must differ (they name the files)")
+    for spec in specs:
+        name = f"video_{spec.seed:02d}"
         video_path = os.path.join(directory, name + ".mp4")
         size = (spec.image_size, spec.image_size)
         writer = cv2.VideoWriter(video_path, cv2.VideoWriter_fourcc(*"mp4v"), spec.fps, size)

@@ -19,9 +19,10 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 
 from yolact_d2.data.image_io import ImageInputError, read_image_bgr
 from yolact_d2.evaluation import instances_to_coco_results
-from yolact_d2.utils.visualization import draw_predictions
+from yolact_d2.utils.visualization import draw_predictions, draw_tracks
 
 from .cli import ToolInputError
+from .tracking import mot_lines, track_results
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -149,6 +150,7 @@ class VideoStats:
     frames: int = 0
     model_seconds: float = 0.0
     total_seconds: float = 0.0
+    tracker_seconds: float = 0.0
 
     @property
     def model_fps(self) -> float:
@@ -159,6 +161,11 @@ class VideoStats:
     def end_to_end_fps(self) -> float:
         """Frames per second of decode + predict + draw + encode."""
         return self.frames / self.total_seconds if self.total_seconds else float("nan")
+
+    @property
+    def tracker_ms_per_frame(self) -> float:
+        """Milliseconds per frame spent in the tracker (0 without one)."""
+        return 1000 * self.tracker_seconds / self.frames if self.frames else float("nan")
 
 
 @dataclass
@@ -172,6 +179,9 @@ class Demo:
         confidence_threshold (float): detections drawn from this score (results keep all).
         polygons (bool): add each mask's polygons to the results.
         batch_size (int): images per model call.
+        results (list[dict]): the collected COCO results (with "frame" and "track_id" when
+            tracking).
+        mot (list[str]): the collected MOTChallenge lines, when tracking.
     """
 
     predictor: object
@@ -181,6 +191,7 @@ class Demo:
     batch_size: int = 1
     results: List[Dict] = field(default_factory=list)
     failed: List[str] = field(default_factory=list)
+    mot: List[str] = field(default_factory=list)
 
     def __post_init__(self):
         self.category_ids = dataset_category_ids(self.metadata)
@@ -235,15 +246,24 @@ class Demo:
             yield image, output["instances"]
 
     def run_video(
-        self, capture: cv2.VideoCapture, writer=None, show: bool = False, window: str = "YOLACT"
+        self,
+        capture: cv2.VideoCapture,
+        writer=None,
+        show: bool = False,
+        window: str = "YOLACT",
+        tracker=None,
     ) -> VideoStats:
         """
         Predicts and draws every frame of ``capture`` (a video file or a camera) until the
         stream ends (or Esc in the window), writing drawings to ``writer`` and results with the
         frame index as image id.
 
+        With a ``tracker`` (:class:`~yolact_d2.engine.tracking.InstanceTracker`), only the
+        tracked detections are drawn (a colour per track) and collected, with "frame" and
+        "track_id" in the results and MOTChallenge lines in :attr:`mot`.
+
         Returns:
-            VideoStats: frame count and the model-only and end-to-end rates.
+            VideoStats: frame count, the model-only and end-to-end rates and the tracker's time.
         """
         stats = VideoStats()
         frames = int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) or None
@@ -256,8 +276,19 @@ class Demo:
             tick = time.perf_counter()
             instances = self.predictor(frame)["instances"]
             stats.model_seconds += time.perf_counter() - tick
-            self.collect(instances, stats.frames)
-            drawing = self.draw(frame, instances)
+            if tracker is None:
+                self.collect(instances, stats.frames)
+                drawing = self.draw(frame, instances)
+            else:
+                tick = time.perf_counter()
+                instances = tracker(instances)
+                stats.tracker_seconds += time.perf_counter() - tick
+                self.results += track_results(
+                    instances, stats.frames, self.category_ids, self.polygons
+                )
+                self.mot += mot_lines(instances, stats.frames)
+                rgb = draw_tracks(frame[:, :, ::-1], instances, self.metadata)
+                drawing = np.ascontiguousarray(rgb[:, :, ::-1])
             if writer is not None:
                 writer.write(drawing)
             stats.frames += 1

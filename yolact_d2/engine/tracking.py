@@ -251,6 +251,11 @@ class InstanceTracker:
         """Whether the predictions must carry ``pred_coefficients``."""
         return self.relinker is not None
 
+    @staticmethod
+    def needs_coefficients(tracker: str) -> bool:
+        """Whether the tracker of that name needs ``MODEL.YOLACT.TEST.OUTPUT_COEFFICIENTS``."""
+        return tracker.endswith("+coefficients")
+
     def reset(self) -> None:
         """Forgets all tracks (a new video); ids start from 1 again."""
         self._bytetrack.reset()
