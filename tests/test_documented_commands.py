@@ -38,7 +38,11 @@ NOT_RUN = [
         "needs a released checkpoint (or its export), which cannot be downloaded here",
     ),
     (r"--num-gpus 8|--device cuda|gpu_check", "needs GPUs"),
-    (r"tools/benchmark(_nms)?\.py|tools/profile_training\.py", "a benchmark of many minutes"),
+    (r"--ray-address|ray start", "needs a Ray cluster (tests/test_predict_dataset.py: local)"),
+    (
+        r"tools/benchmark(_nms)?\.py|tools/profile_training\.py|dev/benchmark_predict_dataset",
+        "a benchmark of many minutes",
+    ),
     (
         r"coco_2017_val|overfit_tiny_coco|tiny_coco_instant_test|/tmp/d2data|FVCORE_CACHE",
         "trains on tiny_coco for minutes, or sets up paths for that (tests/test_training_tools.py "

@@ -301,6 +301,9 @@ def main(argv=None) -> int:
     try:
         # Workers on a cluster may have the GPUs this machine lacks: no CPU fallback there.
         cfg = load_config(args.config_file, args.opts, cpu_fallback=not args.ray_address)
+        weights = cfg.MODEL.WEIGHTS
+        if weights and "://" not in weights:  # the workers' working directory may be another
+            cfg.MODEL.WEIGHTS = os.path.abspath(weights)
         cfg.freeze()
         _check_arguments(args)
         return run(args, cfg, logger)
