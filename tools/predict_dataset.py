@@ -200,6 +200,20 @@ def _check_model(cfg, model: str, runtime: str) -> None:
         YolactPredictor(on_cpu)
 
 
+def _check_resources(workers: int, threads: int, gpus: float, logger) -> None:
+    """Warns when the Ray cluster has fewer CPUs or GPUs than the workers ask for (they would
+    wait for them: an autoscaling cluster adds nodes, another one never runs them)."""
+    import ray
+
+    available = ray.cluster_resources()
+    for what, needed in (("CPU", workers * threads), ("GPU", workers * gpus)):
+        if needed > available.get(what, 0):
+            logger.warning(
+                f"{workers} worker(s) need {needed:g} {what}s, the Ray cluster has "
+                f"{available.get(what, 0):g}: some workers wait until it has them"
+            )
+
+
 def _report_workers(rows, begin: float, logger) -> None:
     workers = {}
     for row in rows:
@@ -231,6 +245,10 @@ def run(args, cfg, logger) -> int:
     os.makedirs(shard_dir, exist_ok=True)
     todo = [s for s in shards if not os.path.isfile(os.path.join(shard_dir, s.name))]
     todo_images = sum(len(s.entries) for s in todo)
+    names = {s.name for s in shards}
+    others = [n for n in os.listdir(shard_dir) if n.startswith("shard-") and n not in names]
+    if others:
+        logger.info(f"{len(others)} shard files of other inputs or settings in {shard_dir} unused")
     logger.info(
         f"{len(entries)} images in {len(shards)} shards of up to {args.shard_size}: "
         f"{len(todo)} shards ({todo_images} images) to predict, "
@@ -249,6 +267,7 @@ def run(args, cfg, logger) -> int:
         gpus = args.gpus_per_worker
         if gpus is None:
             gpus = 1.0 if cfg.MODEL.DEVICE.startswith("cuda") else 0.0
+        _check_resources(args.num_workers, args.threads_per_worker, gpus, logger)
         predictor_kwargs = {
             "cfg": cfg,
             "model": os.path.abspath(args.model) if args.model else None,
