@@ -187,17 +187,6 @@ def test_unreadable_and_missing_inputs_are_listed_with_exit_code_1(
     assert "2 input(s) failed" in capfd.readouterr().err
 
 
-def test_options_bare_or_after_opts():
-    parser = TOOL.get_parser()
-    common = ["--config-file", CONFIG, "--input", "a", "b", "--output-json", "o.json"]
-    bare = parser.parse_args(common + ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "w.pth"])
-    flagged = parser.parse_args(
-        common + ["--opts", "MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "w.pth"]
-    )
-    assert bare.opts == flagged.opts == ["MODEL.DEVICE", "cpu", "MODEL.WEIGHTS", "w.pth"]
-    assert bare.input == flagged.input == ["a", "b"]
-
-
 def test_registered_dataset_keeps_its_ids(ray_session, weights, tmp_path):
     name = "tiny_coco_train_first8"
     out = tmp_path / "out.json"

@@ -60,6 +60,10 @@ def _parse(name, argv):
 TOOLS = [
     ("train_net.py", ["--config-file", CONFIG, "--eval-only"]),
     ("tools/demo.py", ["--config-file", CONFIG, "--input", "x.jpg", "y.jpg"]),
+    (
+        "tools/predict_dataset.py",
+        ["--config-file", CONFIG, "--input", "x.jpg", "y.jpg", "--output-json", "o.json"],
+    ),
     ("tools/export_model.py", ["--config-file", CONFIG, "--output", "o"]),
     ("tools/quantize.py", ["--config-file", CONFIG, "--output", "o"]),
     ("tools/visualize_prototypes.py", ["--config-file", CONFIG, "--input", "x.jpg"]),
@@ -80,7 +84,7 @@ def test_every_tool_takes_both_forms(name, own, form):
     }[form]
     args = _parse(name, own + tail)
     assert args.opts == pairs
-    if name == "tools/demo.py":
+    if name in ("tools/demo.py", "tools/predict_dataset.py"):
         assert args.input == ["x.jpg", "y.jpg"]  # the overrides did not become inputs
     if name == "tools/benchmark.py":
         assert args.configs == [CONFIG, CONFIG]

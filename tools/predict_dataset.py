@@ -16,7 +16,7 @@ Examples (CFG and W: a config and its weights; inputs as tools/demo.py takes the
     # on a running Ray cluster (ray start --head ...), an exported model, list files
     python tools/predict_dataset.py --config-file CFG --input /shared/images.txt \
         --output-json /shared/out/images.json --num-workers 16 --ray-address auto \
-        --model export/model.onnx
+        --model /shared/export/model.onnx
 
 Inputs are image files, folders (searched recursively), globs, and .txt files listing one
 image path per line; images and image ids follow tools/demo.py (the number of a COCO-style file
