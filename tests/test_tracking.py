@@ -243,20 +243,24 @@ def test_synthetic_videos_have_known_identities(tmp_path):
     assert any(1 <= gap <= 8 for gap in gaps)
 
 
-def _demo_weights(tmp_path, frames):
-    """A random-weight main-job model calibrated to detect like a trained one on ``frames``."""
+@pytest.fixture(scope="module")
+def short_videos(tmp_path_factory):
+    """(directory, weights): a "lanes" and a "crossing" video of 15 frames, and a random-weight
+    main-job model calibrated on their first frames to detect like a trained one."""
+    root = tmp_path_factory.mktemp("tracking")
+    specs = [VideoSpec(seed=1, num_frames=15), VideoSpec(seed=5, crossing=True, num_frames=15)]
+    write_synthetic_videos(str(root / "videos"), specs)
     model = get_model("demo/yolact_R_18_synthetic.yaml")
+    frames = [next(render_video(spec))[0] for spec in specs]
     calibrate_detections(model, [f[:, :, ::-1].copy() for f in frames])
-    weights = str(tmp_path / "weights.pth")
+    weights = str(root / "weights.pth")
     torch.save({"model": model.state_dict()}, weights)
-    return weights
+    return root / "videos", weights
 
 
-def test_demo_tracks_a_video_end_to_end(tmp_path):
-    (entry,) = write_synthetic_videos(str(tmp_path), [VideoSpec(seed=1, num_frames=15)])
-    video = str(tmp_path / entry["video"])
-    frames = [f for f, _ in render_video(VideoSpec(seed=1, num_frames=15))]
-    weights = _demo_weights(tmp_path, frames[:4])
+def test_demo_tracks_a_video_end_to_end(short_videos, tmp_path):
+    videos, weights = short_videos
+    video = str(videos / "video_01.mp4")
     out = tmp_path / "out"
     out.mkdir()
     args = [
@@ -286,7 +290,7 @@ def test_demo_tracks_a_video_end_to_end(tmp_path):
     capture.release()
     # --track and --output-mot only make sense on a video or a camera.
     images = tmp_path / "frame.png"
-    cv2.imwrite(str(images), frames[0])
+    cv2.imwrite(str(images), np.zeros((32, 32, 3), np.uint8))
     for bad, message in [
         (
             ["--input", str(images), "--track", "--output-json", str(out / "x.json")],
@@ -296,14 +300,14 @@ def test_demo_tracks_a_video_end_to_end(tmp_path):
     ]:
         stderr = io.StringIO()
         with contextlib.redirect_stderr(stderr):
-            code = _demo_tool().main(args[:2] + bad + ["MODEL.WEIGHTS", weights])
+            code = _tool("demo").main(args[:2] + bad + ["MODEL.WEIGHTS", weights])
         assert code == 2 and message in stderr.getvalue()
 
 
-def _demo_tool():
-    """tools/demo.py as a module (its checks run in this process)."""
-    path = os.path.join(REPO_ROOT, "tools", "demo.py")
-    spec = importlib.util.spec_from_file_location("demo_tool", path)
+def _tool(name):
+    """tools/<name>.py as a module (to run its main() in this process)."""
+    path = os.path.join(REPO_ROOT, "tools", name + ".py")
+    spec = importlib.util.spec_from_file_location(f"{name}_tool", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -317,3 +321,45 @@ def _run_demo(*args):
         cwd=REPO_ROOT,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
+
+
+def test_evaluate_tracking_scores_trackers_against_the_ground_truth(short_videos, tmp_path, capsys):
+    videos, weights = short_videos
+    config = os.path.join(REPO_ROOT, "configs", "demo", "yolact_R_18_synthetic.yaml")
+    report_path = tmp_path / "report.json"
+    args = ["--videos", str(videos), "--config-file", config, "--output", str(report_path)]
+    code = _tool("evaluate_tracking").main(args + ["MODEL.WEIGHTS", weights, "MODEL.DEVICE", "cpu"])
+    assert code == 0
+    report = json.loads(report_path.read_text())
+    trackers = ["none", "bytetrack", "bytetrack+coefficients"]
+    assert set(report["summary"]) == {"lanes", "crossing", "all"}
+    for kind, per_tracker in report["summary"].items():
+        assert list(per_tracker) == trackers
+        for by_matching in per_tracker.values():
+            for values in by_matching.values():
+                assert values["videos"] == (2 if kind == "all" else 1)
+                assert values["idf1"] <= 1 and values["num_frames"] == 15 * values["videos"]
+    assert set(report["videos"]) == {"video_01", "video_05"}
+    assert report["timing"]["frames"] == 30 and report["timing"]["model_ms"] > 0
+    table = capsys.readouterr().out
+    assert "| videos | tracker | IDF1 |" in table and "| crossing (1) | bytetrack |" in table
+    # The ground truth scored as tracks is perfect.
+    from yolact_d2.evaluation.tracking import summarize_tracking, tracking_accumulator
+
+    truth = json.loads((videos / "video_05.gt.json").read_text())
+    for masks in (False, True):
+        perfect = summarize_tracking({"v": tracking_accumulator(truth, truth, 15, masks=masks)})
+        assert perfect["v"]["idf1"] == perfect["v"]["mota"] == 1.0
+        assert perfect["v"]["num_switches"] == 0
+    # Swapping two identities halfway is two ID switches.
+    ids = sorted({r["track_id"] for r in truth})[:2]
+    swapped = [
+        (
+            dict(r, track_id=ids[1 - ids.index(r["track_id"])])
+            if r["frame"] >= 8 and r["track_id"] in ids
+            else r
+        )
+        for r in truth
+    ]
+    metrics = summarize_tracking({"v": tracking_accumulator(truth, swapped, 15)})["v"]
+    assert metrics["num_switches"] == 2 and metrics["mota"] < 1 and metrics["idf1"] < 1
