@@ -12,8 +12,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import cv2
 import pytest
@@ -154,6 +156,42 @@ def test_shards_are_named_by_their_images_and_the_settings(weights):
     other.MODEL.YOLACT.TEST.SCORE_THRESH = 0.5
     for fingerprint in (run_fingerprint(other), run_fingerprint(cfg, polygons=True)):
         assert not {s.name for s in plan_shards(entries, 2, fingerprint)} & {s.name for s in shards}
+
+
+def test_a_killed_run_resumes_on_a_running_cluster(
+    ray_session, weights, images, demo_json, tmp_path, capfd
+):
+    """The tool connects to the module's Ray (--ray-address) and is SIGKILLed once its first
+    shard file is written; the rerun predicts the rest only, and the json is the demo's."""
+    import ray
+
+    out = tmp_path / "out.json"
+    args = ["--input", images, "--output-json", out, "--shard-size", 2, "--batch-size", 2]
+    address = ray.get_runtime_context().gcs_address
+    proc = subprocess.Popen(
+        [sys.executable, os.path.join(REPO_ROOT, "tools", "predict_dataset.py"),
+         "--config-file", CONFIG, *map(str, args), "--ray-address", address, *_opts(weights)],
+        cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    shard_dir = tmp_path / "out.shards"
+    deadline = time.time() + 300
+    while proc.poll() is None and time.time() < deadline:
+        if shard_dir.is_dir() and any(p.name.startswith("shard-") for p in shard_dir.iterdir()):
+            proc.kill()
+            break
+        time.sleep(0.01)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    written = [p for p in shard_dir.iterdir() if p.name.startswith("shard-")]
+    assert 1 <= len(written) < 3 and not out.exists()
+    capfd.readouterr()
+    assert _predict(*args, *_opts(weights)) == 0
+    log = capfd.readouterr()
+    todo = 3 - len(written)
+    assert (
+        f"{todo} shards ({2 * todo} images) to predict, {len(written)} already" in log.out + log.err
+    )
+    assert out.read_bytes() == demo_json
 
 
 def test_two_workers_give_the_same_json(ray_session, weights, images, demo_json, tmp_path):
