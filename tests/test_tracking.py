@@ -363,3 +363,17 @@ def test_evaluate_tracking_scores_trackers_against_the_ground_truth(short_videos
     ]
     metrics = summarize_tracking({"v": tracking_accumulator(truth, swapped, 15)})["v"]
     assert metrics["num_switches"] == 2 and metrics["mota"] < 1 and metrics["idf1"] < 1
+
+
+def test_one_object_found_as_two_classes_is_one_track():
+    tracker = InstanceTracker()
+    for t in range(5):
+        box = box_at(10 + 2 * t, 10)
+        out = tracker(frame_instances([box, box, box_at(90, 90)], [0.9, 0.6, 0.8], [0, 3, 1]))
+        assert out.pred_classes.tolist() == [0, 1] and out.track_ids.tolist() == [1, 2]
+    # duplicate_iou=1 keeps them all.
+    tracker = InstanceTracker(duplicate_iou=1.0)
+    for t in range(3):
+        box = box_at(10 + 2 * t, 10)
+        out = tracker(frame_instances([box, box], [0.9, 0.6], [0, 3]))
+    assert sorted(out.track_ids.tolist()) == [1, 2]

@@ -34,6 +34,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 
 import cv2
 import torch
+from torchvision.ops import nms
 
 from detectron2.structures import Instances
 
@@ -215,6 +216,7 @@ class InstanceTracker:
         minimum_matching_threshold: float = 0.8,
         minimum_consecutive_frames: int = 1,
         min_score: float = 0.1,
+        duplicate_iou: float = 0.7,
     ):
         """
         Args:
@@ -227,11 +229,16 @@ class InstanceTracker:
             minimum_consecutive_frames (int): frames a new track needs before it has an id.
             min_score (float): detections below this score are not given to the tracker
                 (ByteTrack ignores those below 0.1).
+            duplicate_iou (float): of detections whose boxes overlap this much (IoU), whatever
+                their classes, only the best-scored one is given to the tracker: YOLACT's NMS is
+                per class, and the same object found as two classes would start two tracks.
+                1 keeps them all.
         """
         if tracker not in TRACKERS:
             raise ValueError(f"tracker must be one of {TRACKERS}, got {tracker!r}")
         self.name = tracker
         self.min_score = min_score
+        self.duplicate_iou = duplicate_iou
         sv = _supervision()
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message=_BYTETRACK_MOVED, category=FutureWarning)
@@ -279,6 +286,11 @@ class InstanceTracker:
         scores = instances.scores.detach().cpu().numpy()
         classes = instances.pred_classes.detach().cpu().numpy()
         candidates = np.nonzero(scores >= self.min_score)[0]
+        if self.duplicate_iou < 1 and len(candidates) > 1:
+            kept_boxes = torch.from_numpy(boxes[candidates]).float()
+            kept_scores = torch.from_numpy(scores[candidates]).float()
+            order = nms(kept_boxes, kept_scores, self.duplicate_iou).numpy()
+            candidates = np.sort(candidates[order])
         detections = self._detections(
             xyxy=boxes[candidates].astype(np.float32),
             confidence=scores[candidates].astype(np.float32),
