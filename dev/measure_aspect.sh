@@ -29,12 +29,9 @@ python train_net.py --config-file $CFG --eval-only MODEL.WEIGHTS output/demo_syn
     DATASETS.TEST "$WT_VAL" OUTPUT_DIR "$OUT/square_model_square_mode"
 python train_net.py --config-file $CFG --eval-only MODEL.WEIGHTS output/demo_synthetic/model_final.pth \
     DATASETS.TEST "$WT_VAL" MODEL.YOLACT.PRESERVE_ASPECT_RATIO True OUTPUT_DIR "$OUT/square_model_aspect_mode"
-# the same schedule on the wide and tall training images, keeping the aspect ratio...
+# the same schedule on the wide and tall training images, keeping the aspect ratio
 python train_net.py --config-file $CFG MODEL.YOLACT.PRESERVE_ASPECT_RATIO True \
     DATASETS.TRAIN "$WT_TRAIN" DATASETS.TEST "$WT_VAL" OUTPUT_DIR "$OUT/aspect_trained"
-# ...and, for comparison, in square mode
-python train_net.py --config-file $CFG \
-    DATASETS.TRAIN "$WT_TRAIN" DATASETS.TEST "$WT_VAL" OUTPUT_DIR "$OUT/square_trained"
 fi
 
 # 3. A 1280 x 720 video (the 20 frames above) through the demo with the aspect-trained model.
