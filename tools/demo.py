@@ -137,8 +137,6 @@ def setup_cfg(args):
     cfg = load_config(args.config_file, args.opts)
     if args.confidence_threshold is not None:
         cfg.MODEL.YOLACT.TEST.DISPLAY_SCORE_THRESH = args.confidence_threshold
-    if args.track and InstanceTracker.needs_coefficients(args.track):
-        cfg.MODEL.YOLACT.TEST.OUTPUT_COEFFICIENTS = True
     cfg.freeze()
     return cfg
 

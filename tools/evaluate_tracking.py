@@ -185,9 +185,7 @@ def main(argv=None) -> int:
     logger = setup_logger(name="yolact_d2")
     logging.getLogger("fvcore").setLevel(logging.WARNING)
     try:
-        cfg = load_config(
-            args.config_file, list(args.opts) + ["MODEL.YOLACT.TEST.OUTPUT_COEFFICIENTS", "True"]
-        )
+        cfg = load_config(args.config_file, args.opts)
         cfg.freeze()
         report = evaluate(cfg, args.videos, args.trackers, logger)
     except (ToolInputError, WeightsError) as e:

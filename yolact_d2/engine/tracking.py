@@ -29,7 +29,6 @@ Output formats (:func:`track_results`, :func:`mot_lines`):
 import numpy as np
 import time
 import warnings
-from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import cv2
@@ -43,7 +42,6 @@ from yolact_d2.evaluation import instances_to_coco_results
 __all__ = [
     "TRACKERS",
     "InstanceTracker",
-    "CoefficientRelinker",
     "track_frames",
     "track_video",
     "open_video",
@@ -55,7 +53,7 @@ __all__ = [
 ]
 
 # Names accepted by InstanceTracker (and tools/demo.py --track).
-TRACKERS = ("bytetrack", "bytetrack+coefficients")
+TRACKERS = ("bytetrack",)
 # supervision warns that its ByteTrack moved to the `trackers` package, which requires numpy 2
 # (the project is on numpy 1 for Detectron2): silenced exactly, where the tracker is built.
 _BYTETRACK_MOVED = r"The `ByteTrack` was deprecated"
@@ -71,121 +69,6 @@ def _supervision():
     return supervision
 
 
-@dataclass
-class _Identity:
-    """What :class:`CoefficientRelinker` remembers of one output identity."""
-
-    embedding: np.ndarray  # (k,) unit vector, running mean of the coefficients
-    class_id: int
-    box: np.ndarray  # (4,) XYXY when last seen
-    velocity: np.ndarray  # (2,) centre pixels per frame
-    last_frame: int
-
-
-class CoefficientRelinker:
-    """
-    YOLACT's mask coefficients as an appearance cue: when the tracker starts a new track, it
-    gets the identity of a track lost in the last ``max_gap`` frames instead, if both are of
-    the same class, the new box lies where the lost track's motion leads (within
-    ``max_distance`` times its size) and their coefficient vectors agree (cosine similarity at
-    least ``min_similarity``). Pairs are taken best first; every identity is used once a frame.
-    """
-
-    def __init__(
-        self,
-        max_gap: int = 30,
-        min_similarity: float = 0.9,
-        max_distance: float = 1.5,
-        momentum: float = 0.8,
-    ):
-        self.max_gap = max_gap
-        self.min_similarity = min_similarity
-        self.max_distance = max_distance
-        self.momentum = momentum
-        self.reset()
-
-    def reset(self) -> None:
-        """Forgets every identity (a new video)."""
-        self.identities: Dict[int, _Identity] = {}
-        self.alias: Dict[int, int] = {}  # the tracker's id -> the output id
-        self.next_id = 1
-
-    def __call__(
-        self,
-        frame: int,
-        tracker_ids: np.ndarray,
-        boxes: np.ndarray,
-        classes: np.ndarray,
-        coefficients: np.ndarray,
-    ) -> np.ndarray:
-        """
-        Args:
-            frame (int): the frame index (increasing).
-            tracker_ids (ndarray): (n,) the tracker's ids of this frame's tracked detections.
-            boxes (ndarray): (n, 4) XYXY pixels.
-            classes (ndarray): (n,) class indices.
-            coefficients (ndarray): (n, k) mask coefficients.
-
-        Returns:
-            ndarray: (n,) int64 output ids.
-        """
-        norms = np.linalg.norm(coefficients, axis=1, keepdims=True)
-        units = coefficients / np.maximum(norms, 1e-12)
-        present = {self.alias[t] for t in tracker_ids.tolist() if t in self.alias}
-        new = [j for j, t in enumerate(tracker_ids.tolist()) if t not in self.alias]
-        if new:
-            self._link(frame, new, tracker_ids, boxes, classes, units, present)
-        ids = np.array([self.alias[t] for t in tracker_ids.tolist()], dtype=np.int64)
-        for j, identity_id in enumerate(ids.tolist()):
-            self._remember(identity_id, frame, boxes[j], int(classes[j]), units[j])
-        return ids
-
-    def _link(self, frame, new, tracker_ids, boxes, classes, units, present) -> None:
-        lost = [
-            i
-            for i, identity in self.identities.items()
-            if i not in present and 0 < frame - identity.last_frame <= self.max_gap
-        ]
-        pairs = []
-        for j in new:
-            centre = (boxes[j, :2] + boxes[j, 2:]) / 2
-            for i in lost:
-                identity = self.identities[i]
-                if identity.class_id != int(classes[j]):
-                    continue
-                gap = frame - identity.last_frame
-                expected = (identity.box[:2] + identity.box[2:]) / 2 + identity.velocity * gap
-                size = max(float((identity.box[2:] - identity.box[:2]).max()), 1.0)
-                if np.linalg.norm(centre - expected) > self.max_distance * size:
-                    continue
-                similarity = float(units[j] @ identity.embedding)
-                if similarity >= self.min_similarity:
-                    pairs.append((similarity, j, i))
-        taken_new, taken_lost = set(), set()
-        for similarity, j, i in sorted(pairs, reverse=True):
-            if j not in taken_new and i not in taken_lost:
-                self.alias[int(tracker_ids[j])] = i
-                taken_new.add(j)
-                taken_lost.add(i)
-        for j in new:
-            if j not in taken_new:
-                self.alias[int(tracker_ids[j])] = self.next_id
-                self.next_id += 1
-
-    def _remember(self, identity_id, frame, box, class_id, unit) -> None:
-        box = np.asarray(box, dtype=np.float64)
-        identity = self.identities.get(identity_id)
-        if identity is None:
-            self.identities[identity_id] = _Identity(unit, class_id, box, np.zeros(2), frame)
-            return
-        gap = max(frame - identity.last_frame, 1)
-        step = ((box[:2] + box[2:]) - (identity.box[:2] + identity.box[2:])) / 2 / gap
-        identity.velocity = 0.5 * identity.velocity + 0.5 * step
-        mean = self.momentum * identity.embedding + (1 - self.momentum) * unit
-        identity.embedding = mean / max(float(np.linalg.norm(mean)), 1e-12)
-        identity.box, identity.last_frame = box, frame
-
-
 class InstanceTracker:
     """
     Turns a stream of per-frame ``Instances`` into tracked ``Instances``: the detections that
@@ -193,14 +76,10 @@ class InstanceTracker:
     frames). Detections the tracker leaves out (too weak to start a track, or unmatched weak
     ones) are dropped, as Ultralytics' ``model.track`` does.
 
-    Trackers (:data:`TRACKERS`):
-
-    * "bytetrack": ByteTrack (two-stage IoU association, high then low scores, with a Kalman
-      filter per track), boxes only;
-    * "bytetrack+coefficients": the same, and a track that ByteTrack starts anew takes the
-      identity of a recently lost one whose mask coefficients agree
-      (:class:`CoefficientRelinker`). Needs ``pred_coefficients``
-      (``MODEL.YOLACT.TEST.OUTPUT_COEFFICIENTS True``).
+    Trackers (:data:`TRACKERS`): "bytetrack", ByteTrack (two-stage IoU association, high then
+    low scores, with a Kalman filter per track), on boxes. YOLACT's mask coefficients
+    (``MODEL.YOLACT.TEST.OUTPUT_COEFFICIENTS``) were measured as an added appearance cue and did
+    not help (docs/GETTING_STARTED.md, "Tracking objects in a video").
 
     Attributes:
         frames (int): frames seen since the last :meth:`reset`.
@@ -250,24 +129,11 @@ class InstanceTracker:
                 minimum_consecutive_frames=minimum_consecutive_frames,
             )
         self._detections = sv.Detections
-        self.relinker = CoefficientRelinker() if tracker == "bytetrack+coefficients" else None
         self.frames, self.seconds = 0, 0.0
-
-    @property
-    def uses_coefficients(self) -> bool:
-        """Whether the predictions must carry ``pred_coefficients``."""
-        return self.relinker is not None
-
-    @staticmethod
-    def needs_coefficients(tracker: str) -> bool:
-        """Whether the tracker of that name needs ``MODEL.YOLACT.TEST.OUTPUT_COEFFICIENTS``."""
-        return tracker.endswith("+coefficients")
 
     def reset(self) -> None:
         """Forgets all tracks (a new video); ids start from 1 again."""
         self._bytetrack.reset()
-        if self.relinker is not None:
-            self.relinker.reset()
         self.frames, self.seconds = 0, 0.0
 
     def __call__(self, instances: Instances) -> Instances:
@@ -275,7 +141,6 @@ class InstanceTracker:
         Args:
             instances (Instances): one frame's predictions, with ``pred_boxes`` (D, 4) XYXY
                 pixels, ``scores`` (D,), ``pred_classes`` (D,) and any other fields (masks...),
-                plus ``pred_coefficients`` (D, k) for "bytetrack+coefficients".
 
         Returns:
             Instances: the D' <= D tracked detections (all their fields) and ``track_ids``
@@ -304,14 +169,6 @@ class InstanceTracker:
             ids = np.asarray(tracked.tracker_id)[order].astype(np.int64)
         else:
             kept, ids = np.zeros(0, np.int64), np.zeros(0, np.int64)
-        if self.relinker is not None:
-            if not instances.has("pred_coefficients"):
-                raise ValueError(
-                    "'bytetrack+coefficients' needs the mask coefficients: build the predictor "
-                    "with MODEL.YOLACT.TEST.OUTPUT_COEFFICIENTS True"
-                )
-            coefficients = instances.pred_coefficients.detach().cpu().numpy()
-            ids = self.relinker(self.frames, ids, boxes[kept], classes[kept], coefficients[kept])
         device = instances.scores.device
         result = instances[torch.as_tensor(kept, dtype=torch.int64, device=device)]
         result.track_ids = torch.as_tensor(ids, dtype=torch.int64, device=device)
@@ -383,8 +240,7 @@ def track_video(
 
     Args:
         predictor (callable): (H, W, 3) uint8 BGR image -> {"instances": Instances}, e.g. a
-            :class:`~yolact_d2.engine.YolactPredictor` (built with
-            ``MODEL.YOLACT.TEST.OUTPUT_COEFFICIENTS True`` for "bytetrack+coefficients").
+            :class:`~yolact_d2.engine.YolactPredictor`.
         source: a video path, a camera index, an opened ``cv2.VideoCapture`` or BGR frames.
         tracker (str or InstanceTracker): see :func:`track_frames`.
         tracker_options: for :class:`InstanceTracker`; ``frame_rate`` defaults to the video's.
