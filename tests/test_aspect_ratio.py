@@ -280,13 +280,14 @@ def test_training_and_evaluation_keeping_the_aspect_ratio(wide_tall, tmp_path):
 # ------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def aspect_export(tmp_path_factory):
-    from yolact_d2.benchmark.calibration import calibrate_batch_norm
+    from yolact_d2.benchmark.calibration import calibrate_detections
     from yolact_d2.deploy import export_model
 
     cfg = get_config(DEMO, ASPECT)
     model = get_model(DEMO, ASPECT, seed=1)
     frame = _photo(180, 320)
-    calibrate_batch_norm(model, [frame[:, :, ::-1].copy()])
+    # (the benchmark's calibration of random weights, on the padded aspect-ratio input)
+    calibrate_detections(model, [frame[:, :, ::-1].copy(), _photo(320, 180)[:, :, ::-1].copy()])
     directory = str(tmp_path_factory.mktemp("aspect_export"))
     path = export_model(cfg, model, "onnx", directory, frame[:, :, ::-1].copy())
     return cfg, model, path, frame

@@ -116,7 +116,7 @@ def calibrate_detections(model, images, spreads=DETECTION_SPREADS):
         samples = []
         for x in inputs:
             out = model.predict(x)
-            detections = model.postprocess(out, [x.shape[-2:]], until="detections")[0]
+            detections = model.postprocess(out, [out["input_size"]], until="detections")[0]
             boxes = detections["boxes"]
             coefficients = out["coefficients"][0][detections["indices"]]
             coefficients = coefficients.clamp(-1 + 1e-6, 1 - 1e-6)
