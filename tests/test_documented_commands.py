@@ -53,6 +53,10 @@ NOT_RUN = [
         r"output/aspect_demo",
         "trains for minutes (tests/test_aspect_ratio.py trains and evaluates the same way, shorter)",
     ),
+    (
+        r"tools/evaluate_tracking\.py",
+        "a measurement over 600 frames (tests/test_tracking.py runs it on two short videos)",
+    ),
 ]
 # Everything else must be one of these, and is run.
 RUN = r"tools/example_data\.py|output/demo_synthetic/model_final\.pth|my_shapes|export/demo"

@@ -346,8 +346,9 @@ def render_video(spec: VideoSpec) -> Iterator[Tuple[np.ndarray, List[GroundTruth
 def ground_truth_results(frame: int, objects: List[GroundTruthObject]) -> List[Dict]:
     """
     A frame's ground truth in the per-frame COCO-style format of ``tools/demo.py --track
-    --output-json``: "frame", "track_id", "image_id" (the frame), "category_id" (contiguous
-    class index), "bbox" (XYWH), "score" 1, "segmentation" (compressed RLE), plus "visibility".
+    --output-json``: "frame", "track_id", "image_id" (the frame), "category_id" (the
+    synthetic datasets' category id, class index + 1), "bbox" (XYWH), "score" 1,
+    "segmentation" (compressed RLE), plus "visibility".
     """
     records = []
     for obj in objects:
@@ -357,7 +358,7 @@ def ground_truth_results(frame: int, objects: List[GroundTruthObject]) -> List[D
                 "frame": frame,
                 "track_id": obj.track_id,
                 "image_id": frame,
-                "category_id": obj.class_id,
+                "category_id": obj.class_id + 1,
                 "bbox": [float(v) for v in obj.box],
                 "score": 1.0,
                 "segmentation": {"size": list(obj.mask.shape), "counts": rle["counts"].decode()},
