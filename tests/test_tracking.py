@@ -260,6 +260,12 @@ def test_demo_tracks_a_video_end_to_end(short_videos, tmp_path):
     capture = cv2.VideoCapture(str(out / "tracked.mp4"))
     assert int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == 15
     capture.release()
+    # A camera runs the same loop (a video file stands in for the device).
+    webcam = args[:2] + ["--webcam", video, "--track", "--output-json", str(out / "cam.json")]
+    assert _tool("demo").main(webcam + ["MODEL.WEIGHTS", weights]) == 0
+    camera = json.loads((out / "cam.json").read_text())
+    key = [(r["frame"], r["track_id"], r["bbox"]) for r in results]
+    assert [(r["frame"], r["track_id"], r["bbox"]) for r in camera] == key
     # --track and --output-mot only make sense on a video or a camera.
     images = tmp_path / "frame.png"
     cv2.imwrite(str(images), np.zeros((32, 32, 3), np.uint8))
