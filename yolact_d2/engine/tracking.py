@@ -108,7 +108,7 @@ class InstanceTracker:
             minimum_consecutive_frames (int): frames a new track needs before it has an id.
             min_score (float): detections below this score are not given to the tracker
                 (ByteTrack ignores those below 0.1).
-            duplicate_iou (float): of detections whose boxes overlap this much (IoU), whatever
+            duplicate_iou (float): of detections whose boxes overlap more (IoU), whatever
                 their classes, only the best-scored one is given to the tracker: YOLACT's NMS is
                 per class, and the same object found as two classes would start two tracks.
                 1 keeps them all.
@@ -140,7 +140,7 @@ class InstanceTracker:
         """
         Args:
             instances (Instances): one frame's predictions, with ``pred_boxes`` (D, 4) XYXY
-                pixels, ``scores`` (D,), ``pred_classes`` (D,) and any other fields (masks...),
+                pixels, ``scores`` (D,), ``pred_classes`` (D,) and any other fields (masks...).
 
         Returns:
             Instances: the D' <= D tracked detections (all their fields) and ``track_ids``
