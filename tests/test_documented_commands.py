@@ -40,7 +40,7 @@ NOT_RUN = [
     (r"--num-gpus 8|--device cuda|gpu_check", "needs GPUs"),
     (r"--ray-address|ray start", "needs a Ray cluster (tests/test_predict_dataset.py: local)"),
     (
-        r"tools/benchmark(_nms)?\.py|tools/profile_training\.py|dev/benchmark_predict_dataset",
+        r"tools/benchmark(_nms)?\.py|tools/profile_(training|runtime)\.py|dev/benchmark_predict_dataset",
         "a benchmark of many minutes",
     ),
     (
