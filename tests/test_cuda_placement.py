@@ -119,7 +119,7 @@ def test_a_planted_cpu_tensor_is_caught(calibrated):
     model = to_simulated_cuda(copy.deepcopy(model))
     generator = model.prior_generator
     with SimulatedCuda(), mock.patch.object(
-        type(generator), "__call__", lambda self, sizes, device: torch.zeros(19248, 4)
+        type(generator), "__call__", lambda self, sizes, device, input_size=None: torch.zeros(19248, 4)
     ):
         with pytest.raises(DeviceMismatchError, match="cpu, cuda:0"):
             model(_inputs(_images()[:1]))

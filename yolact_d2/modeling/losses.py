@@ -255,8 +255,11 @@ class YolactLoss(nn.Module):
     def _targets(self, gt: Instances, crowd_boxes: torch.Tensor, priors: torch.Tensor, size):
         # pixels of the (H, W) network input -> relative to it, as the priors
         height, width = size
-        scale = gt.gt_boxes.tensor.new_tensor([width, height, width, height])
-        boxes = gt.gt_boxes.tensor / scale
+        pixels = gt.gt_boxes.tensor
+        scale = torch.tensor(
+            [width, height, width, height], dtype=pixels.dtype, device=pixels.device
+        )
+        boxes = pixels / scale
         labels, matched = match_priors(
             boxes,
             gt.gt_classes,

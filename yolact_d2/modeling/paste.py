@@ -75,7 +75,8 @@ def detections_in_content(
         )
     result = dict(assembled)
     boxes = assembled["boxes"]
-    result["boxes"] = boxes * boxes.new_tensor([in_w / width, in_h / height] * 2)
+    scale = torch.tensor([in_w / width, in_h / height] * 2, dtype=boxes.dtype, device=boxes.device)
+    result["boxes"] = boxes * scale
     result["masks"] = masks[:, : height * proto_h // in_h, : width * proto_w // in_w]
     return result
 
