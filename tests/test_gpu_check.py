@@ -163,7 +163,7 @@ def test_gpu_check_script_runs_on_simulated_cuda(tmp_path):
             "--train-iters", "2", "--train-batch", "2", "--train-input-size", "160"]  # fmt: skip
     with SimulatedCuda(), mock.patch("sys.argv", argv), mock.patch(
         "detectron2.engine.defaults.build_model", build_model_on_simulated_cuda
-    ):
+    ), mock.patch("yolact_d2.engine.predictor.build_model", build_model_on_simulated_cuda):
         assert gpu_check.main() == 0
     with open(tmp_path / "gpu_check.json") as f:
         results = json.load(f)
