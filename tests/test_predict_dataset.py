@@ -107,12 +107,28 @@ def _predict(*args):
     return TOOL.main(["--config-file", CONFIG, *[str(a) for a in args]])
 
 
+@pytest.fixture
+def tool_log():
+    """The messages the tool logs to ``yolact_d2`` during the test.
+
+    Read from the logger itself: the handler ``setup_logger`` adds keeps the ``sys.stdout`` of
+    whichever test first set it up, so capfd/capsys do not see it later in a full run.
+    """
+    messages = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = lambda record: messages.append(record.getMessage())
+    logger = logging.getLogger("yolact_d2")
+    logger.addHandler(handler)
+    yield messages
+    logger.removeHandler(handler)
+
+
 def _key(result):
     return result["image_id"], result["score"], result["bbox"]
 
 
 def test_json_is_the_demos_and_a_rerun_predicts_only_missing_shards(
-    ray_session, weights, images, demo_json, tmp_path, capfd
+    ray_session, weights, images, demo_json, tmp_path, tool_log
 ):
     out, parquet = tmp_path / "out.json", tmp_path / "out.parquet"
     args = ["--input", images, "--output-json", out, "--shard-size", 2, "--batch-size", 2]
@@ -130,10 +146,9 @@ def test_json_is_the_demos_and_a_rerun_predicts_only_missing_shards(
     assert len(shards) == 3
     stamps = {p.name: p.stat().st_mtime_ns for p in shards}
     shards[1].unlink()
-    capfd.readouterr()
+    tool_log.clear()
     assert _predict(*args, *_opts(weights)) == 0
-    log = capfd.readouterr()
-    assert "1 shards (2 images) to predict, 2 already written" in log.out + log.err
+    assert any("1 shards (2 images) to predict, 2 already written" in m for m in tool_log)
     assert {p.name: p.stat().st_mtime_ns for p in shards if p != shards[1]} == {
         name: stamp for name, stamp in stamps.items() if name != shards[1].name
     }
@@ -159,7 +174,7 @@ def test_shards_are_named_by_their_images_and_the_settings(weights):
 
 
 def test_a_killed_run_resumes_on_a_running_cluster(
-    ray_session, weights, images, demo_json, tmp_path, capfd
+    ray_session, weights, images, demo_json, tmp_path, tool_log
 ):
     """The tool connects to the module's Ray (--ray-address) and is SIGKILLed once its first
     shard file is written; the rerun predicts the rest only, and the json is the demo's."""
@@ -184,13 +199,11 @@ def test_a_killed_run_resumes_on_a_running_cluster(
     assert proc.returncode == -signal.SIGKILL
     written = [p for p in shard_dir.iterdir() if p.name.startswith("shard-")]
     assert 1 <= len(written) < 3 and not out.exists()
-    capfd.readouterr()
+    tool_log.clear()
     assert _predict(*args, *_opts(weights)) == 0
-    log = capfd.readouterr()
     todo = 3 - len(written)
-    assert (
-        f"{todo} shards ({2 * todo} images) to predict, {len(written)} already" in log.out + log.err
-    )
+    expected = f"{todo} shards ({2 * todo} images) to predict, {len(written)} already"
+    assert any(expected in m for m in tool_log), tool_log
     assert out.read_bytes() == demo_json
 
 

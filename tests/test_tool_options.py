@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from yolact_d2.engine.cli import split_config_opts
+from yolact_d2.engine.cli import ToolInputError, check_output_directory, split_config_opts
 
 from common import REPO_ROOT
 
@@ -144,3 +144,13 @@ def test_the_filters_are_exact(tmp_path):
     # a torch.jit.script call of the user's own still warns: only the import-time ones are gone
     assert proc.stderr.count("`torch.jit.script` is deprecated") == 1
     assert "No CUDA runtime" not in proc.stderr
+
+
+def test_an_output_in_a_missing_directory_is_named_with_its_option(tmp_path):
+    check_output_directory(str(tmp_path / "out.json"), "--output-json")  # exists: no error
+    missing = tmp_path / "no" / "out.json"
+    with pytest.raises(ToolInputError) as info:
+        check_output_directory(str(missing), "--output")
+    assert str(info.value) == (
+        f"--output {str(missing)!r}: directory {str(tmp_path / 'no')!r} does not exist"
+    )

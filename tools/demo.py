@@ -49,7 +49,7 @@ from detectron2.utils.logger import setup_logger
 
 from yolact_d2.checkpoint.checkpointer import WeightsError
 from yolact_d2.engine import YolactPredictor
-from yolact_d2.engine.cli import load_config, tool_parser
+from yolact_d2.engine.cli import check_output_directory, load_config, tool_parser
 from yolact_d2.engine.inference_demo import (
     Demo,
     DemoInputError,
@@ -103,12 +103,6 @@ def get_parser():
     return parser
 
 
-def _check_parent(path: str, what: str) -> None:
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise DemoInputError(f"{what} {path!r}: directory {parent!r} does not exist")
-
-
 def _check_arguments(args) -> None:
     if not (args.input or args.dataset or args.video_input or args.webcam is not None):
         raise DemoInputError(
@@ -119,15 +113,15 @@ def _check_arguments(args) -> None:
     if args.batch_size < 1:
         raise DemoInputError(f"--batch-size must be at least 1, got {args.batch_size}")
     if args.output:
-        _check_parent(args.output, "--output")
+        check_output_directory(args.output, "--output")
     if args.output_json:
-        _check_parent(args.output_json, "--output-json")
+        check_output_directory(args.output_json, "--output-json")
     if args.track and not (args.video_input or args.webcam is not None):
         raise DemoInputError("--track needs --video-input or --webcam")
     if args.output_mot:
         if not args.track:
             raise DemoInputError("--output-mot needs --track")
-        _check_parent(args.output_mot, "--output-mot")
+        check_output_directory(args.output_mot, "--output-mot")
     needs_window = not args.output and not args.output_json and not args.output_mot
     if needs_window and not os.environ.get("DISPLAY") and sys.platform.startswith("linux"):
         raise DemoInputError("no --output or --output-json given and no display to show results on")

@@ -46,7 +46,7 @@ import tqdm
 from detectron2.utils.logger import setup_logger
 
 from yolact_d2.checkpoint.checkpointer import WeightsError
-from yolact_d2.engine.cli import load_config, tool_parser
+from yolact_d2.engine.cli import check_output_directory, load_config, tool_parser
 from yolact_d2.engine.inference_demo import (
     DemoInputError,
     coco_style_id,
@@ -103,12 +103,6 @@ def get_parser():
     return parser
 
 
-def _check_parent(path: str, what: str) -> None:
-    parent = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(parent):
-        raise DemoInputError(f"{what} {path!r}: directory {parent!r} does not exist")
-
-
 def _check_arguments(args) -> None:
     if not (args.input or args.dataset):
         raise DemoInputError("nothing to run on: give --input or --dataset")
@@ -116,9 +110,9 @@ def _check_arguments(args) -> None:
         if getattr(args, name) < 1:
             option = "--" + name.replace("_", "-")
             raise DemoInputError(f"{option} must be at least 1, got {getattr(args, name)}")
-    _check_parent(args.output_json, "--output-json")
+    check_output_directory(args.output_json, "--output-json")
     if args.parquet:
-        _check_parent(args.parquet, "--parquet")
+        check_output_directory(args.parquet, "--parquet")
     if args.model:
         ending = os.path.splitext(args.model)[1]
         if ending not in RUNTIME_OF:

@@ -22,7 +22,7 @@ import cv2
 from detectron2.modeling import build_model
 
 from yolact_d2.checkpoint.checkpointer import WeightsError, YolactCheckpointer
-from yolact_d2.engine.cli import ToolInputError, load_config, tool_parser
+from yolact_d2.engine.cli import ToolInputError, check_output_directory, load_config, tool_parser
 from yolact_d2.engine.inference_demo import metadata_of
 from yolact_d2.engine.prototypes import prototype_view, render_prototype_view
 
@@ -55,8 +55,10 @@ def main(argv=None) -> int:
         return fail(f"input {args.input!r} does not exist")
     if args.output == get_parser().get_default("output"):
         os.makedirs(os.path.dirname(args.output), exist_ok=True)
-    if not os.path.isdir(os.path.dirname(os.path.abspath(args.output))):
-        return fail(f"--output {args.output!r}: its directory does not exist")
+    try:
+        check_output_directory(args.output, "--output")
+    except ToolInputError as e:
+        return fail(str(e))
     bgr = cv2.imread(args.input, cv2.IMREAD_COLOR)
     if bgr is None:
         return fail(f"cannot read image {args.input!r}")

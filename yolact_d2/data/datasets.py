@@ -16,6 +16,7 @@ from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.data.datasets import register_coco_instances
 from detectron2.data.datasets.builtin_meta import _get_builtin_metadata
 
+from .config_entries import parse_three_strings
 from .yolo_seg import register_yolo_datasets_from_config
 
 __all__ = [
@@ -229,16 +230,10 @@ def _parse_register_entry(entry):
         tuple[str, str, str]: name, absolute json file and absolute image root of one
         ``DATASETS.REGISTER_COCO`` entry (relative paths taken from the working directory).
     """
-    if not (
-        isinstance(entry, (list, tuple))
-        and len(entry) == 3
-        and all(isinstance(v, str) and v for v in entry)
-    ):
-        raise ValueError(
-            f"{_REGISTER_KEY} entries are [name, json_file, image_root] (three strings), got "
-            f"{entry!r}. On the command line: {_REGISTER_KEY} {_LITERAL_EXAMPLE}"
-        )
-    name, json_file, image_root = entry
+    fields = ("name", "json_file", "image_root")
+    name, json_file, image_root = parse_three_strings(
+        entry, _REGISTER_KEY, fields, _LITERAL_EXAMPLE
+    )
     return name, *(os.path.abspath(os.path.expanduser(p)) for p in (json_file, image_root))
 
 

@@ -35,6 +35,8 @@ from typing import Dict, List, Optional, Tuple
 from detectron2.data import DatasetCatalog, MetadataCatalog
 from detectron2.structures import BoxMode
 
+from .config_entries import parse_three_strings
+
 __all__ = [
     "COORDINATE_TOLERANCE",
     "IMAGE_EXTENSIONS",
@@ -574,16 +576,8 @@ def register_yolo_seg(name: str, data_yaml: str, split: str, bad_data: str = "sk
 
 def _parse_register_entry(entry) -> Tuple[str, str, str]:
     """name, absolute data.yaml and split of one ``DATASETS.REGISTER_YOLO`` entry."""
-    if not (
-        isinstance(entry, (list, tuple))
-        and len(entry) == 3
-        and all(isinstance(v, str) and v for v in entry)
-    ):
-        raise ValueError(
-            f"{_REGISTER_KEY} entries are [name, data_yaml, split] (three strings), got "
-            f"{entry!r}. On the command line: {_REGISTER_KEY} {_LITERAL_EXAMPLE}"
-        )
-    name, data_yaml, split = entry
+    fields = ("name", "data_yaml", "split")
+    name, data_yaml, split = parse_three_strings(entry, _REGISTER_KEY, fields, _LITERAL_EXAMPLE)
     return name, os.path.abspath(os.path.expanduser(data_yaml)), split
 
 

@@ -12,6 +12,7 @@ import torch
 
 __all__ = [
     "ToolInputError",
+    "check_output_directory",
     "load_config",
     "tool_parser",
     "fail",
@@ -27,6 +28,18 @@ logger = logging.getLogger(__name__)
 class ToolInputError(ValueError):
     """A config, weights file, input or output location that does not exist or cannot work;
     the tools print it as one ``error:`` line and exit with code 2."""
+
+
+def check_output_directory(path: str, option: str) -> None:
+    """
+    Checks, before any work, that the directory an output file ``path`` goes to exists.
+
+    Raises:
+        ToolInputError: naming ``option`` (e.g. ``"--output-json"``), the path and the directory.
+    """
+    parent = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(parent):
+        raise ToolInputError(f"{option} {path!r}: directory {parent!r} does not exist")
 
 
 def load_config(config_file: str, opts=(), *, cpu_fallback: bool = True, setup: bool = True):
