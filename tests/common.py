@@ -1,6 +1,7 @@
 # Copyright (c) yolact_d2 contributors.
 """Helpers shared by the tests."""
 
+import importlib.util
 import os
 
 import torch
@@ -18,6 +19,18 @@ from yolact_d2.engine.cli import load_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_DIR = os.path.join(REPO_ROOT, "configs")
+
+
+def load_script(relative_path: str):
+    """A script of the checkout (``tools/demo.py``, ``train_net.py``) loaded as a new module, to
+    call its functions in the test's process; each call loads it afresh."""
+    path = os.path.join(REPO_ROOT, relative_path)
+    name = "script_" + os.path.splitext(relative_path)[0].replace(os.sep, "_")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 # The configs of issue 2 and their reference counterparts.
 V1_CONFIGS = {

@@ -2,7 +2,6 @@
 """Tests of the benchmark package and of tools/benchmark.py and tools/benchmark_nms.py."""
 
 import csv
-import importlib.util
 import math
 import numpy as np
 import os
@@ -36,7 +35,7 @@ from yolact_d2.benchmark import (
 )
 from yolact_d2.utils.stages import POSTPROCESS_STAGES, STAGES, StageRecorder, stage
 
-from common import REPO_ROOT
+from common import REPO_ROOT, load_script
 
 MASK_RCNN = "COCO-InstanceSegmentation/mask_rcnn_R_50_FPN_1x.yaml"
 # Small inputs keep the end-to-end runs short: YOLACT at 192 x 192, Mask R-CNN at short side 128
@@ -49,12 +48,7 @@ TINY_OPTS = [
 
 
 def _load_tool(name):
-    spec = importlib.util.spec_from_file_location(
-        name, os.path.join(REPO_ROOT, "tools", name + ".py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"tools/{name}.py")
 
 
 @pytest.fixture(scope="module")

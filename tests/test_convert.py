@@ -7,7 +7,6 @@ the constant i + 1 everywhere, so where each weight lands after conversion can b
 exactly. The constants are zero-stride expanded scalars, which keeps the files tiny.
 """
 
-import importlib.util
 import logging
 import os
 import re
@@ -31,7 +30,7 @@ from yolact_d2.checkpoint import (
 )
 from yolact_d2.checkpoint.checkpointer import YolactCheckpointer
 
-from common import PLUS_CONFIGS, REPO_ROOT, V1_CONFIGS, get_config
+from common import PLUS_CONFIGS, REPO_ROOT, V1_CONFIGS, get_config, load_script
 
 # The reference key lists live beside the checkout, in ../shared (as on every developer machine
 # and in CI). Missing lists are an error, not a skip.
@@ -355,10 +354,7 @@ def test_wrapped_state_dict_is_accepted(tmp_path):
 # Command line
 # ------------------------------------------------------------------------------------------------
 def load_cli():
-    spec = importlib.util.spec_from_file_location("convert_yolact_weights", CLI)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(os.path.relpath(CLI, REPO_ROOT))
 
 
 def run_cli(*args):

@@ -36,7 +36,7 @@ from yolact_d2.engine.trainer import YolactAMPTrainer, YolactSimpleTrainer, Yola
 from yolact_d2.layers import build_nms
 from yolact_d2.layers.nms import fast_nms_implementation
 
-from common import CONFIG_DIR, REPO_ROOT, calibrate_detections, get_config, get_model
+from common import CONFIG_DIR, calibrate_detections, get_config, get_model, load_script
 from pinned_outputs import TRAIN_OPTS, photo
 from simulated_cuda import (
     DeviceMismatchError,
@@ -119,7 +119,9 @@ def test_a_planted_cpu_tensor_is_caught(calibrated):
     model = to_simulated_cuda(copy.deepcopy(model))
     generator = model.prior_generator
     with SimulatedCuda(), mock.patch.object(
-        type(generator), "__call__", lambda self, sizes, device, input_size=None: torch.zeros(19248, 4)
+        type(generator),
+        "__call__",
+        lambda self, sizes, device, input_size=None: torch.zeros(19248, 4),
     ):
         with pytest.raises(DeviceMismatchError, match="cpu, cuda:0"):
             model(_inputs(_images()[:1]))
@@ -371,12 +373,7 @@ def test_tools_fall_back_to_cpu_without_cuda(device, tmp_path):
 
 
 def _load_train_net():
-    spec = importlib.util.spec_from_file_location(
-        "train_net", os.path.join(REPO_ROOT, "train_net.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_net.py")
 
 
 @pytest.mark.cuda

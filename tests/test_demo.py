@@ -2,26 +2,20 @@
 """The main job (tools/train_synthetic_demo.py, docs/GETTING_STARTED.md), a few iterations."""
 
 import contextlib
-import importlib.util
 import io
-import os
 
 import cv2
 import pytest
 
 from yolact_d2.data.synthetic import SyntheticSpec, register_synthetic_split
 
-from common import REPO_ROOT
+from common import load_script
 
 TRAIN, VAL = "test_demo_synthetic_train", "test_demo_synthetic_val"
 
 
 def load_demo_script():
-    path = os.path.join(REPO_ROOT, "tools", "train_synthetic_demo.py")
-    spec = importlib.util.spec_from_file_location("train_synthetic_demo", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("tools/train_synthetic_demo.py")
 
 
 def cocoeval_ap(dataset_name, results_file, task):

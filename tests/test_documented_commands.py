@@ -40,7 +40,8 @@ NOT_RUN = [
     (r"--num-gpus 8|--device cuda|gpu_check", "needs GPUs"),
     (r"--ray-address|ray start", "needs a Ray cluster (tests/test_predict_dataset.py: local)"),
     (
-        r"tools/benchmark(_nms)?\.py|tools/profile_(training|runtime)\.py|dev/benchmark_predict_dataset",
+        r"tools/benchmark(_nms)?\.py|tools/profile_(training|runtime)\.py"
+        r"|dev/benchmark_predict_dataset",
         "a benchmark of many minutes",
     ),
     (
@@ -51,7 +52,8 @@ NOT_RUN = [
     (r"python -m pytest|black --check|isort --check|^flake8", "the suite and style checks (CI)"),
     (
         r"output/aspect_demo",
-        "trains for minutes (tests/test_aspect_ratio.py trains and evaluates the same way, shorter)",
+        "trains for minutes (tests/test_aspect_ratio.py trains and evaluates the same way, "
+        "shorter)",
     ),
     (
         r"tools/evaluate_tracking\.py",

@@ -19,7 +19,7 @@ from unittest import mock
 import pytest
 from packaging.requirements import Requirement
 
-from common import REPO_ROOT
+from common import REPO_ROOT, load_script
 from simulated_cuda import SimulatedCuda, build_model_on_simulated_cuda
 
 DEV = os.path.join(REPO_ROOT, "dev")
@@ -155,9 +155,7 @@ def test_gpu_check_script_runs_on_simulated_cuda(tmp_path):
     convolutions take seconds on a CPU), 2 AMP training iterations of batch 2 at 160 x 160),
     with every model built on simulated CUDA: each section fills its table and nothing fails;
     the figures themselves mean nothing here."""
-    spec = importlib.util.spec_from_file_location("gpu_check", os.path.join(DEV, "gpu_check.py"))
-    gpu_check = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(gpu_check)
+    gpu_check = load_script("dev/gpu_check.py")
     argv = ["gpu_check.py", "--output", str(tmp_path), "--num-images", "2", "--warmup", "1",
             "--yolact-configs", "yolact_R_50_FPN_550.yaml", "--precisions", "fp32",
             "--train-iters", "2", "--train-batch", "2", "--train-input-size", "160"]  # fmt: skip

@@ -4,10 +4,7 @@ The packages of yolact_d2 import one way (docs/ARCHITECTURE.md): each imports on
 below it in LAYERS, at module level or inside functions alike (dev/import_map.py reads them).
 """
 
-import importlib.util
-import os
-
-from common import REPO_ROOT
+from common import load_script
 
 # Bottom first.
 LAYERS = [
@@ -28,10 +25,7 @@ LAYERS = [
 
 
 def _import_map():
-    path = os.path.join(REPO_ROOT, "dev", "import_map.py")
-    spec = importlib.util.spec_from_file_location("import_map", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("dev/import_map.py")
     return module.import_map(), module.line_counts()
 
 

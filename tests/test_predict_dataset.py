@@ -7,7 +7,6 @@ are listed with exit code 1; a registered dataset keeps its ids; an exported mod
 ExportedPredictor does.
 """
 
-import importlib.util
 import json
 import logging
 import os
@@ -31,7 +30,7 @@ from yolact_d2.engine.inference_demo import dataset_category_ids
 from yolact_d2.evaluation import instances_to_coco_results
 from yolact_d2.scale import plan_shards, run_fingerprint
 
-from common import REPO_ROOT
+from common import REPO_ROOT, load_script
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "demo", "yolact_R_18_synthetic.yaml")
 TINY_COCO = os.environ["YOLACT_D2_TINY_COCO"]
@@ -40,15 +39,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning:ray.data.con
 VAL_IMAGES = ["000000006818.jpg", "000000017627.jpg", "000000025560.jpg", "000000037777.jpg"]
 
 
-def _load_tool():
-    path = os.path.join(REPO_ROOT, "tools", "predict_dataset.py")
-    spec = importlib.util.spec_from_file_location("predict_dataset_tool", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TOOL = _load_tool()
+TOOL = load_script("tools/predict_dataset.py")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """One way to pass config overrides to every tool, and quiet tools."""
 
-import importlib.util
 import os
 import subprocess
 import sys
@@ -10,7 +9,7 @@ import pytest
 
 from yolact_d2.engine.cli import ToolInputError, check_output_directory, split_config_opts
 
-from common import REPO_ROOT
+from common import REPO_ROOT, load_script
 
 CONFIG = os.path.join(REPO_ROOT, "configs", "demo", "yolact_R_18_synthetic.yaml")
 
@@ -39,11 +38,7 @@ def test_split_config_opts(argv, own, opts):
 
 
 def _load_tool(name):
-    path = os.path.join(REPO_ROOT, name)
-    spec = importlib.util.spec_from_file_location(f"tool_{os.path.basename(name)[:-3]}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(name)
 
 
 def _parse(name, argv):

@@ -6,7 +6,6 @@ identities, tools/evaluate_tracking.py and ``tools/demo.py --track`` end to end.
 """
 
 import contextlib
-import importlib.util
 import io
 import json
 import numpy as np
@@ -23,7 +22,7 @@ from detectron2.structures import Boxes, Instances
 
 from yolact_d2.data.synthetic_video import VideoSpec, render_video, write_synthetic_videos
 
-from common import REPO_ROOT, calibrate_detections, get_model
+from common import REPO_ROOT, calibrate_detections, get_model, load_script
 
 pytest.importorskip("supervision", reason='tracking needs the extra "video"')
 
@@ -284,11 +283,7 @@ def test_demo_tracks_a_video_end_to_end(short_videos, tmp_path):
 
 def _tool(name):
     """tools/<name>.py as a module (to run its main() in this process)."""
-    path = os.path.join(REPO_ROOT, "tools", name + ".py")
-    spec = importlib.util.spec_from_file_location(f"{name}_tool", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(f"tools/{name}.py")
 
 
 def _run_demo(*args):

@@ -1,7 +1,6 @@
 # Copyright (c) yolact_d2 contributors.
 """What the training tests share: a tiny config (R-18, 128 x 128, CPU) and how to train it."""
 
-import importlib.util
 import os
 
 import torch
@@ -12,7 +11,7 @@ from detectron2.utils.env import seed_all_rng
 
 from yolact_d2.engine import YolactTrainer
 
-from common import REPO_ROOT, get_config
+from common import get_config, load_script
 
 CKPT_LOGGER = "fvcore.common.checkpoint"
 ENGINE_LOGGER = "yolact_d2.engine.trainer"
@@ -65,12 +64,7 @@ def lr_schedule(cfg):
 
 
 def load_train_net():
-    spec = importlib.util.spec_from_file_location(
-        "train_net", os.path.join(REPO_ROOT, "train_net.py")
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("train_net.py")
 
 
 def distributed_worker(cfg, output_dir):
