@@ -12,6 +12,7 @@ from yolact_d2.layers import (
     fast_nms_traceable,
     max_iou_with_higher_scored,
     sorted_top_k,
+    stable_top_k_traceable,
     traditional_nms,
 )
 
@@ -171,14 +172,23 @@ def tied_candidates(n, c, levels, seed):
 @pytest.mark.parametrize("levels", [3, 40, 10**6])
 def test_sorted_top_k_is_a_stable_descending_sort(levels):
     _, scores = tied_candidates(500, 6, levels, seed=levels)
+    ref_values, ref_indices = scores.sort(dim=1, descending=True, stable=True)
     for k in (0, 1, 37, 200, 499, 500, 800):
         values, indices = sorted_top_k(scores, k)
-        ref_values, ref_indices = scores.sort(dim=1, descending=True, stable=True)
         assert torch.equal(values, ref_values[:, :k]) and torch.equal(indices, ref_indices[:, :k])
+        if 1 <= k <= 500:
+            values, indices = stable_top_k_traceable(scores, k)
+            assert torch.equal(values, ref_values[:, :k])
+            assert torch.equal(indices, ref_indices[:, :k]), k
     scores[1, 7] = float("nan")
     values, indices = sorted_top_k(scores, 20)
     ref_values, ref_indices = scores.sort(dim=1, descending=True, stable=True)
     assert torch.equal(indices, ref_indices[:, :20])
+    # the exporters' version ranks NaN as -inf (last), never first
+    as_minus_inf = torch.where(scores.isnan(), -float("inf"), scores)
+    ref_values, ref_indices = as_minus_inf.sort(dim=1, descending=True, stable=True)
+    values, indices = stable_top_k_traceable(scores, 500)
+    assert torch.equal(indices, ref_indices) and values[1, -1] == -float("inf")
 
 
 def test_max_iou_with_higher_scored_is_exact():

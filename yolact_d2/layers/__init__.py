@@ -10,5 +10,6 @@ from .nms import (
     fast_nms_traceable,
     max_iou_with_higher_scored,
     sorted_top_k,
+    stable_top_k_traceable,
     traditional_nms,
 )
