@@ -34,6 +34,7 @@ setup(
     extras_require={
         "dev": [
             "pytest==9.2.0",
+            "pytest-xdist==3.8.0",
             "hypothesis==6.170.17",
             "black==26.10.1",
             "isort==9.0.2",

@@ -20,6 +20,27 @@ THREADS = max(1, min(2, os.cpu_count() or 1))
 torch.set_num_threads(THREADS)
 
 
+# The files that take longest (minutes each), longest first. dev/test.sh runs the suite on two
+# pytest-xdist workers, each taking whole files in the order collected: starting with these lets
+# the two workers finish together instead of one running the longest file alone at the end.
+LONGEST_FIRST = [
+    "test_deploy.py",
+    "test_documented_commands.py",
+    "test_benchmark.py",
+    "test_cuda_placement.py",
+    "test_gpu_check.py",
+    "test_kill_resume.py",
+    "test_demo_tool.py",
+    "test_predict_dataset.py",
+    "test_quantize.py",
+]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: order kept within
+
+
 @pytest.fixture(autouse=True)
 def _torch_threads():
     """Every test starts on THREADS threads, whatever the tests or in-process tools before it

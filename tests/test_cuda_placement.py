@@ -271,9 +271,9 @@ def test_training_step_on_cuda(config):
 def test_amp_training_step_on_cuda():
     """SOLVER.AMP.ENABLED's step: CUDA autocast (float16 activations), the gradient scaler's
     scaled backward, unscale, clipping and step; the scaler's state on CUDA."""
-    # (192 x 192: float16 convolutions are slow on CPUs.)
+    # (128 x 128: float16 convolutions are slow on CPUs.)
     cfg, model, batch = _training_setup(
-        "yolact_R_50_FPN_550.yaml", ["MODEL.YOLACT.INPUT_SIZE", 192]
+        "yolact_R_50_FPN_550.yaml", ["MODEL.YOLACT.INPUT_SIZE", 128]
     )
     model = to_simulated_cuda(model)
     optimizer = build_yolact_optimizer(cfg, model)

@@ -41,9 +41,10 @@ from yolact_d2.utils.signal_stack import current_signal_stack, preserved_signal_
 
 from common import REPO_ROOT, calibrate_detections, get_config, get_model
 
+# R50 at 550, the DarkNet-53 backbone, and ResNet-101 at another input size (R101-550 adds
+# nothing these do not: the same operators as R50 with more blocks, at R50's size).
 PARITY_CONFIGS = [
     "yolact_R_50_FPN_550.yaml",
-    "yolact_R_101_FPN_550.yaml",
     "yolact_DarkNet53_FPN_550.yaml",
     "yolact_R_101_FPN_400.yaml",
 ]
