@@ -152,13 +152,13 @@ def test_prepared_wheels_are_the_pinned_ones():
 
 def test_gpu_check_script_runs_on_simulated_cuda(tmp_path):
     """dev/gpu_check.py end to end, shrunk (2 images, R50 only, fp32 inference (float16
-    convolutions take seconds on a CPU), 2 AMP training iterations of batch 2 at 160 x 160),
+    convolutions take seconds on a CPU), 2 AMP training iterations of batch 2 at 96 x 96),
     with every model built on simulated CUDA: each section fills its table and nothing fails;
     the figures themselves mean nothing here."""
     gpu_check = load_script("dev/gpu_check.py")
     argv = ["gpu_check.py", "--output", str(tmp_path), "--num-images", "2", "--warmup", "1",
             "--yolact-configs", "yolact_R_50_FPN_550.yaml", "--precisions", "fp32",
-            "--train-iters", "2", "--train-batch", "2", "--train-input-size", "160"]  # fmt: skip
+            "--train-iters", "2", "--train-batch", "2", "--train-input-size", "96"]  # fmt: skip
     with SimulatedCuda(), mock.patch("sys.argv", argv), mock.patch(
         "detectron2.engine.defaults.build_model", build_model_on_simulated_cuda
     ), mock.patch("yolact_d2.engine.predictor.build_model", build_model_on_simulated_cuda):

@@ -8,6 +8,7 @@ import torch
 
 from yolact_d2.benchmark.runtime_profile import (
     onnx_node_stages,
+    openvino_images_per_second,
     profile_onnxruntime,
     profile_openvino,
     summarize,
@@ -51,3 +52,22 @@ def test_runtime_time_is_attributed(exported, runtime):
     assert by_stage["other"] < 0.05 * total  # (almost) nothing left unattributed
     table = summarize(nodes)
     assert "| backbone |" in table and "| **total** |" in table
+
+
+def test_openvino_images_per_second_with_one_and_two_requests(exported, monkeypatch):
+    import openvino
+
+    path, image = exported
+    started = []
+    original = openvino.AsyncInferQueue.start_async
+    monkeypatch.setattr(
+        openvino.AsyncInferQueue,
+        "start_async",
+        lambda self, *a, **k: (started.append(len(self)), original(self, *a, **k))[1],
+    )
+    for requests in (1, 2):
+        started.clear()
+        rate = openvino_images_per_second(path, [image, image[::-1].copy()], 2, requests)
+        assert rate > 0
+        # warm-up (one image per request), then 3 repeats of the 2 images, on a queue that size
+        assert started == [requests] * (requests + 6)

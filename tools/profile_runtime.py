@@ -10,7 +10,9 @@ bf16 or f32, the layout conversions (Reorder) the runtime inserted, and the slow
 
 Without MODEL.WEIGHTS the model's seeded random weights are calibrated to detect like a trained
 model (as tools/benchmark.py --calibrate does) on tiny_coco training images; int8 is quantised
-(NNCF) on 32 of them. Tables go to stdout and OUTPUT/profile.md.
+(NNCF) on 32 of them. Tables go to stdout and OUTPUT/profile.md. With --requests 1 2, the
+OpenVINO runs also report images/s of the graph with one request (LATENCY hint) against two in
+flight (THROUGHPUT hint).
 """
 
 import yolact_d2  # noqa: F401  isort:skip  (first: Detectron2 without its import-time warnings)
@@ -22,7 +24,12 @@ from detectron2.utils.logger import setup_logger
 
 from yolact_d2.benchmark import dataset_image_files, default_image_dir, image_files, load_images
 from yolact_d2.benchmark.calibration import calibrate_detections
-from yolact_d2.benchmark.runtime_profile import profile_onnxruntime, profile_openvino, summarize
+from yolact_d2.benchmark.runtime_profile import (
+    openvino_images_per_second,
+    profile_onnxruntime,
+    profile_openvino,
+    summarize,
+)
 from yolact_d2.deploy import build_export_model, export_model, quantize_int8
 from yolact_d2.engine.cli import exit_on_input_error, tool_config_or_exit, tool_parser
 from yolact_d2.utils.cpu import cpu_flags_summary
@@ -37,6 +44,15 @@ def get_parser():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--calibration-images", type=int, default=32, help="for int8")
     parser.add_argument("--output", default="output/profile_runtime", help="output folder")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        nargs="*",
+        default=[],
+        metavar="N",
+        help="OpenVINO runs: also images/s with N requests in flight (1: LATENCY hint, more: "
+        "THROUGHPUT hint), e.g. --requests 1 2",
+    )
     return parser
 
 
@@ -72,6 +88,10 @@ def main(argv=None):
             hint = "bf16" if precision == "bf16" else "f32"
             nodes = profile_openvino(path, onnx_path, images, args.threads, hint)
         report += ["", f"## {run}", "", summarize(nodes)]
+        if runtime == "openvino" and precision != "bf16":
+            for requests in args.requests:
+                rate = openvino_images_per_second(path, images, args.threads, requests)
+                report[-1] += f"\n\n{requests} request(s) in flight: {rate:.2f} images/s"
         print("\n".join(report[-3:]), flush=True)
     with open(os.path.join(args.output, "profile.md"), "w") as f:
         f.write("\n".join(report) + "\n")
