@@ -351,3 +351,13 @@ def test_predictor_on_a_video_frame():
     assert one.image_size == (720, 1280)
     for out in batch:
         _same_instances(out["instances"], one)
+
+
+def test_benchmark_prints_the_network_input_of_each_image_size():
+    from yolact_d2.benchmark.predictor import input_description
+
+    aspect = get_config("yolact_R_50_FPN_550.yaml", ["MODEL.YOLACT.PRESERVE_ASPECT_RATIO", True])
+    sizes = [(720, 1280), (720, 1280), (1280, 720), (480, 640)]
+    # width x height: 1280 x 720 -> 550 x 309.4, 308 (a multiple of 4) padded to 312 (of 8)
+    assert input_description(aspect, sizes) == "550x312/312x550/550x416"
+    assert input_description(get_config("yolact_R_50_FPN_550.yaml"), sizes) == "550x550"

@@ -16,6 +16,7 @@ from detectron2.config import CfgNode
 
 from yolact_d2.engine.cli import load_config
 from yolact_d2.engine.predictor import YolactPredictor
+from yolact_d2.layers.input_size import aspect_preserving_size, padded_input_size
 from yolact_d2.model_zoo import CONFIG_DIR
 
 __all__ = [
@@ -151,11 +152,22 @@ def config_label(spec: str) -> str:
     return label + ("[" + ",".join(descriptions) + "]" if descriptions else "")
 
 
-def input_description(cfg: CfgNode) -> str:
-    """How the model sizes its input, e.g. "550x550" or "short 800, max 1333"."""
+def input_description(cfg: CfgNode, image_sizes: Sequence[Tuple[int, int]] = ()) -> str:
+    """
+    How the model sizes its input (width x height), e.g. "550x550", "short 800, max 1333", or
+    with ``MODEL.YOLACT.PRESERVE_ASPECT_RATIO`` the network input of the (H, W) ``image_sizes``
+    ("552x312"; distinct ones joined by "/"; "aspect" without sizes).
+    """
     if is_yolact(cfg):
         size = cfg.MODEL.YOLACT.INPUT_SIZE
-        return f"{size}x{size}"
+        if not cfg.MODEL.YOLACT.PRESERVE_ASPECT_RATIO:
+            return f"{size}x{size}"
+        inputs = []
+        for height, width in image_sizes:
+            h, w = padded_input_size(*aspect_preserving_size(height, width, size), size)
+            if f"{w}x{h}" not in inputs:
+                inputs.append(f"{w}x{h}")
+        return "/".join(inputs[:3]) + ("/..." if len(inputs) > 3 else "") or "aspect"
     return f"short {cfg.INPUT.MIN_SIZE_TEST}, max {cfg.INPUT.MAX_SIZE_TEST}"
 
 

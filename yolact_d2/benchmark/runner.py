@@ -258,7 +258,7 @@ def _row(name: str, cfg, precision: str, runtime: str, images, settings, weights
         "threads": settings.threads,
         "batch_size": settings.batch_size,
         "device": settings.device,
-        "input": input_description(cfg),
+        "input": input_description(cfg, [image.shape[:2] for image in images]),
         "images": len(images),
         "weights": weights_label,
     }
