@@ -12,12 +12,12 @@ convolutions can take here.
 """
 
 import yolact_d2  # noqa: F401  isort:skip  (first: Detectron2 without its import-time warnings)
+import numpy as np
 import os
 import sys
 import tempfile
 import time
 
-import numpy as np
 import torch
 
 from yolact_d2.utils.cpu import cpu_flags_summary
