@@ -88,9 +88,9 @@ def main(argv=None):
             hint = "bf16" if precision == "bf16" else "f32"
             nodes = profile_openvino(path, onnx_path, images, args.threads, hint)
         report += ["", f"## {run}", "", summarize(nodes)]
-        if runtime == "openvino" and precision != "bf16":
+        if runtime == "openvino":
             for requests in args.requests:
-                rate = openvino_images_per_second(path, images, args.threads, requests)
+                rate = openvino_images_per_second(path, images, args.threads, requests, hint)
                 report[-1] += f"\n\n{requests} request(s) in flight: {rate:.2f} images/s"
         print("\n".join(report[-3:]), flush=True)
     with open(os.path.join(args.output, "profile.md"), "w") as f:

@@ -84,6 +84,18 @@ def _stage_of(name: str, stages: Dict[str, str], ordered: Sequence[str]) -> str:
     return stages[max(matches, key=len)] if matches else "other"
 
 
+def _compile_openvino(model_path: str, config: Dict[str, str]):
+    """An OpenVINO model (.onnx or .xml) compiled for the CPU with ``config``."""
+    import openvino
+
+    from yolact_d2.utils.signal_stack import preserved_signal_stack
+
+    core = openvino.Core()
+    # (OpenVINO's CPU plugin would leave this thread a dangling alternate signal stack.)
+    with preserved_signal_stack():
+        return core.compile_model(core.read_model(model_path), "CPU", config)
+
+
 def profile_openvino(
     model_path: str, onnx_path: str, images: List[np.ndarray], threads: int, precision: str
 ) -> List[NodeTime]:
@@ -92,18 +104,12 @@ def profile_openvino(
     model (.onnx or an int8 .xml), with ``INFERENCE_PRECISION_HINT`` ``precision`` ("f32" or
     "bf16"; int8 IRs run their quantised layers in int8 whatever it says).
     """
-    import openvino
-
-    from yolact_d2.utils.signal_stack import preserved_signal_stack
-
-    core = openvino.Core()
     config = {
         "PERF_COUNT": "YES",
         "INFERENCE_NUM_THREADS": str(threads),
         "INFERENCE_PRECISION_HINT": precision,
     }
-    with preserved_signal_stack():
-        compiled = core.compile_model(core.read_model(model_path), "CPU", config)
+    compiled = _compile_openvino(model_path, config)
     request = compiled.create_infer_request()
     request.infer({0: images[0]})
     totals: Dict[tuple, float] = collections.defaultdict(float)
@@ -141,18 +147,13 @@ def openvino_images_per_second(
 
     import openvino
 
-    from yolact_d2.utils.signal_stack import preserved_signal_stack
-
-    hint = "LATENCY" if requests == 1 else "THROUGHPUT"
     config = {
-        "PERFORMANCE_HINT": hint,
+        "PERFORMANCE_HINT": "LATENCY" if requests == 1 else "THROUGHPUT",
         "INFERENCE_NUM_THREADS": str(threads),
         "PERFORMANCE_HINT_NUM_REQUESTS": str(requests),
         "INFERENCE_PRECISION_HINT": precision,
     }
-    core = openvino.Core()
-    with preserved_signal_stack():
-        compiled = core.compile_model(core.read_model(model_path), "CPU", config)
+    compiled = _compile_openvino(model_path, config)
     queue = openvino.AsyncInferQueue(compiled, requests)
     for image in images[:requests]:  # warm-up: every request once
         queue.start_async({0: image})

@@ -244,9 +244,9 @@ def fast_nms_traceable(
     :func:`fast_nms` written only with operations that ``torch.export`` (and from it ONNX) can
     trace for any number of candidates: no branch on the data and no shape that depends on it
     (until the kept boxes are gathered), the per-class top-k by :func:`stable_top_k_traceable`,
-    and "kept" as "no IoU above the threshold
-    with a higher-scored box of its class" (an ``all`` over the IoU row, defined for the first
-    box, where the reference's column ``max`` needs a special case). Same results as
+    and "kept" as "no IoU above the threshold with a higher-scored box of its class" (an ``all``
+    over the IoU row, defined for the first box, where the reference's column ``max`` needs a
+    special case). Same results as
     :func:`fast_nms` (tested) for finite scores (a NaN score, which :func:`fast_nms` ranks
     first, is never kept here); it is the form for exporters, not the fastest on CPU.
 
