@@ -2,8 +2,9 @@
 """
 int8 post-training quantisation of an exported YOLACT with OpenVINO's NNCF: the convolutions of
 the backbone, FPN, prediction head and protonet get int8 weights (per output channel) and int8
-activations, their ranges calibrated on a few training images; everything after the network
-(box decoding, Fast NMS, mask assembly ``P C^T``, the crop) stays in floating point. The result
+activations, their ranges calibrated on a few training images; the convolution of the image itself
+(the backbone's stem, 3 input channels) and everything after the network (box decoding, Fast NMS,
+mask assembly ``P C^T``, the crop) stay in floating point. The result
 is an OpenVINO IR (``model_int8.xml`` + ``.bin``) carrying the ONNX file's yolact_d2 metadata,
 which :class:`~yolact_d2.deploy.ExportedPredictor` runs on ``runtime="openvino"``.
 
@@ -32,6 +33,26 @@ logger = logging.getLogger(__name__)
 INT8_FILE = "model_int8.xml"
 # The OpenVINO operations given int8 inputs and weights.
 _QUANTISED_TYPES = {"Convolution", "GroupConvolution"}
+
+
+def image_convolutions(model) -> List[str]:
+    """
+    The friendly names of the convolutions that read the image: 3 input channels (the stem of
+    every backbone here). They stay in floating point: quantising the stem cost the trained
+    R50-320 0.7 of its 1.4 mask AP lost to int8 (docs/BENCHMARKS.md), and with 3 input channels
+    an int8 kernel gains next to nothing.
+
+    Args:
+        model (openvino.Model): the fp32 model read from the ONNX file.
+    """
+    names = []
+    for op in model.get_ordered_ops():
+        if op.get_type_name() not in _QUANTISED_TYPES:
+            continue
+        channels = op.input(0).get_partial_shape()[1]
+        if channels.is_static and channels.get_length() == 3:
+            names.append(op.get_friendly_name())
+    return names
 
 
 def _save_ir_atomically(model, path: str) -> None:
@@ -96,8 +117,9 @@ def quantize_int8(
     model = openvino.Core().read_model(onnx_path)
     # Only the convolutions: NNCF would also quantise the inputs of elementwise ops, pooling,
     # resizes and MatMuls, which here include the box decoding, Fast NMS's IoUs and the mask
-    # assembly P C^T (quantising those cost the main job's model 16 mask AP).
+    # assembly P C^T (quantising those cost the main job's model 16 mask AP). Not the stem.
     other_types = sorted({op.get_type_name() for op in model.get_ops()} - _QUANTISED_TYPES)
+    float_convolutions = image_convolutions(model)
     nncf_logger = logging.getLogger("nncf")
     level = nncf_logger.level
     nncf_logger.setLevel(logging.WARNING)  # one INFO line per operation left in float
@@ -109,7 +131,9 @@ def quantize_int8(
                 nncf.Dataset(images, lambda image: {"image": image}),
                 subset_size=len(images),
                 fast_bias_correction=fast_bias_correction,
-                ignored_scope=nncf.IgnoredScope(types=other_types, validate=False),
+                ignored_scope=nncf.IgnoredScope(
+                    types=other_types, names=float_convolutions, validate=False
+                ),
             )
     finally:
         nncf_logger.setLevel(level)
@@ -117,6 +141,7 @@ def quantize_int8(
     info["quantization"] = json.dumps(
         {
             "method": "NNCF post-training quantisation (int8 weights and activations)",
+            "float_convolutions": float_convolutions,
             "nncf_version": nncf.__version__,
             "source": os.path.basename(onnx_path),
             "calibration_images": len(images),
