@@ -1,9 +1,11 @@
 # Copyright (c) yolact_d2 contributors.
 """Helpers shared by the tests."""
 
+import glob
 import importlib.util
 import os
 
+import cv2
 import torch
 
 from detectron2.modeling import build_model
@@ -15,6 +17,7 @@ from yolact_d2.benchmark.calibration import (  # noqa: F401  (used by the tests)
     calibrate_batch_norm,
     calibrate_detections,
 )
+from yolact_d2.data.datasets import tiny_coco_root
 from yolact_d2.engine.cli import load_config
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,3 +59,9 @@ def get_model(name: str, opts=(), seed: int = 0):
     """An eval-mode model with seeded random weights."""
     torch.manual_seed(seed)
     return build_model(get_config(name, opts)).eval()
+
+
+def tiny_coco_images(split: str, count: int):
+    """The first ``count`` images of tiny_coco's ``split`` ("train2017", "val2017"), BGR."""
+    files = sorted(glob.glob(os.path.join(tiny_coco_root(), split, "*.jpg")))[:count]
+    return [cv2.imread(f) for f in files]

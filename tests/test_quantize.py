@@ -5,31 +5,23 @@ tools/quantize.py carries the export's metadata, has int8 convolutions (and floa
 assembly), runs through ExportedPredictor like the fp32 export, and agrees with fp32.
 """
 
-import glob
 import os
 import subprocess
 import sys
 
-import cv2
 import openvino
 import pytest
 import torch
 
-from yolact_d2.data.datasets import tiny_coco_root
 from yolact_d2.deploy import INT8_FILE, ExportedPredictor, quantize_int8
 from yolact_d2.deploy.verify import pytorch_instances
 from yolact_d2.evaluation.mask_agreement import MaskAgreement
 
-from common import REPO_ROOT, calibrate_detections, get_model
+from common import REPO_ROOT, calibrate_detections, get_model, tiny_coco_images
 
 # Small and quick; on random weights (calibrated to detect) int8 is far noisier than on trained
 # ones, whose AP the benchmark measures (docs/BENCHMARKS.md: within 0.4 mask AP of fp32).
 CONFIG = "demo/yolact_R_18_synthetic.yaml"
-
-
-def _images(split, count):
-    files = sorted(glob.glob(os.path.join(tiny_coco_root(), split, "*.jpg")))[:count]
-    return [cv2.imread(f) for f in files]
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +29,7 @@ def int8_export(tmp_path_factory):
     """(model, onnx path, int8 path) for the calibrated R-18 (random weights). NNCF runs in a
     subprocess (tools/quantize.py): twice a pytest process that had run it crashed later."""
     model = get_model(CONFIG)
-    train = _images("train2017", 8)
+    train = tiny_coco_images("train2017", 8)
     calibrate_detections(model, [bgr[:, :, ::-1].copy() for bgr in train])
     out = tmp_path_factory.mktemp("int8")
     weights = out / "calibrated.pth"
@@ -87,7 +79,7 @@ def test_int8_agrees_with_fp32(int8_export):
     model, _, path = int8_export
     predictor = ExportedPredictor(path, runtime="openvino", num_threads=2)
     agreement = MaskAgreement()
-    for bgr in _images("val2017", 6):
+    for bgr in tiny_coco_images("val2017", 6):
         ours = predictor(bgr)["instances"]
         assert set(ours.get_fields()) == {"pred_boxes", "scores", "pred_classes", "pred_masks"}
         assert ours.image_size == bgr.shape[:2] and ours.pred_masks.dtype.is_floating_point is False

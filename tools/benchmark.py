@@ -102,7 +102,9 @@ def get_parser() -> argparse.ArgumentParser:
         choices=RUNTIMES,
         help="pytorch: the PyTorch model in each --precision; onnxruntime, openvino: YOLACT "
         "exported to ONNX (whole pipeline, same weights) and run there in fp32 (OpenVINO also "
-        "in its own bf16 when --precision has bf16)",
+        "in its own bf16 when --precision has bf16, int8 when it has int8); "
+        "onnxruntime-network, openvino-network: the same with the network graph, "
+        "post-processed in PyTorch (tools/export_model.py --graph network)",
     )
     parser.add_argument(
         "--threads",

@@ -153,6 +153,12 @@ class YolactOnnx:
         meta = self.session.get_modelmeta().custom_metadata_map
         if "yolact_d2_version" not in meta:
             fail(f"{path!r} carries no yolact_d2 metadata")
+        if meta.get("graph", "pipeline") != "pipeline":
+            fail(
+                f"{path!r} holds the network only (exported with --graph network): its "
+                "post-processing runs in PyTorch (yolact_d2.deploy.ExportedPredictor); export "
+                "with --graph pipeline for this runner"
+            )
         self.input_format = meta["input_format"]
         self.outputs = json.loads(meta["outputs"])
         self.class_names = json.loads(meta["class_names"])

@@ -1,7 +1,8 @@
 # Copyright (c) yolact_d2 contributors.
 """
-Exporting a YOLACT - the whole pipeline of :class:`YolactInferenceGraph` - as an ONNX model or a
-``torch.export`` program (.pt2), with what a runtime needs to use it stored inside the file.
+Exporting a YOLACT - the whole pipeline of :class:`YolactInferenceGraph`, or the network alone
+(:class:`YolactNetworkGraph`) - as an ONNX model or a ``torch.export`` program (.pt2), with what a
+runtime needs to use it stored inside the file.
 """
 
 import json
@@ -13,7 +14,7 @@ import torch
 
 from yolact_d2.utils.file_io import atomic_open
 
-from .graph import YolactInferenceGraph
+from .graph import GRAPHS, build_graph
 from .metadata import PT2_METADATA_FILE, deploy_metadata, uses_deformable_conv
 
 __all__ = [
@@ -48,7 +49,7 @@ def _sample_image(sample_image: Optional[np.ndarray]) -> torch.Tensor:
 
 
 def export_program(
-    model: torch.nn.Module, sample_image: Optional[np.ndarray] = None
+    model: torch.nn.Module, sample_image: Optional[np.ndarray] = None, graph: str = "pipeline"
 ) -> torch.export.ExportedProgram:
     """
     ``torch.export`` of the whole pipeline with dynamic image height and width.
@@ -63,17 +64,19 @@ def export_program(
         model (Yolact): eval-mode model (see :class:`YolactInferenceGraph` for what it needs).
         sample_image (ndarray or None): (H, W, 3) uint8 in the model's input format, used to
             trace (any content; None: a random 480 x 640 image).
+        graph (str): a key of :data:`~yolact_d2.deploy.graph.GRAPHS`: "pipeline" (the whole
+            inference) or "network" (the network alone).
 
     Returns:
         ExportedProgram: takes "image" (H, W, 3) uint8 and returns the graph's outputs.
     """
-    graph = YolactInferenceGraph(model).eval()
+    module = build_graph(model, graph).eval()
     height = torch.export.Dim("height", min=2, max=MAX_IMAGE_SIDE)
     width = torch.export.Dim("width", min=2, max=MAX_IMAGE_SIDE)
     dynamic = {"image": {0: height, 1: width}}
     with torch.no_grad():
         return torch.export.export(
-            graph,
+            module,
             (_sample_image(sample_image).to(model.device),),
             dynamic_shapes=None if model.preserve_aspect_ratio else dynamic,
             strict=False,
@@ -116,12 +119,18 @@ def export_onnx(
             + (" (ONNX DeformConv)" if lowest == onnx_ops.MIN_OPSET_DEFORMABLE else "")
         )
     outputs = json.loads(metadata["outputs"])
-    proto = program_to_onnx(export_program(model, sample_image), opset, ["image"], outputs)
+    graph = metadata.get("graph", "pipeline")
+    program = export_program(model, sample_image, graph)
+    proto = program_to_onnx(program, opset, ["image"], outputs)
     proto.doc_string = (
         "YOLACT (yolact_d2): image (H, W, 3) uint8 in the input_format channel order -> "
         + ", ".join(outputs)
-        + "; masks are soft, at prototype resolution, to be stretched to the image and "
-        "thresholded at mask_threshold"
+        + (
+            "; masks are soft, at prototype resolution, to be stretched to the image and "
+            "thresholded at mask_threshold"
+            if graph == "pipeline"
+            else "; the network alone: post-process with yolact_d2's ExportedPredictor"
+        )
     )
     onnx.helper.set_model_props(proto, metadata)
     with atomic_open(path) as f:
@@ -169,7 +178,7 @@ def export_pt2(
     Args and returns: as :func:`export_onnx` (the metadata goes to the extra file
     :data:`PT2_METADATA_FILE`).
     """
-    program = export_program(model, sample_image)
+    program = export_program(model, sample_image, metadata.get("graph", "pipeline"))
     with atomic_open(path) as f:
         torch.export.save(program, f, extra_files={PT2_METADATA_FILE: json.dumps(metadata)})
     return path
@@ -207,6 +216,7 @@ def export_model(
     output_dir: str,
     sample_image: Optional[np.ndarray] = None,
     config_file: str = "",
+    graph: str = "pipeline",
 ) -> str:
     """
     Writes ``output_dir/model.onnx`` or ``output_dir/model.pt2`` with its metadata.
@@ -218,15 +228,21 @@ def export_model(
         output_dir (str): created if missing.
         sample_image (ndarray or None): (H, W, 3) uint8 in ``cfg.INPUT.FORMAT`` order.
         config_file (str): recorded in the metadata.
+        graph (str): "pipeline" (the whole inference, standard operators only: any ONNX
+            runtime) or "network" (the network alone; :class:`ExportedPredictor` runs the
+            model's own post-processing after it, in PyTorch): see
+            :data:`~yolact_d2.deploy.graph.GRAPHS`.
 
     Returns:
         str: the written file.
     """
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {sorted(FORMATS)}, got {fmt!r}")
+    if graph not in GRAPHS:
+        raise ValueError(f"graph must be one of {sorted(GRAPHS)}, got {graph!r}")
     path = f"{output_dir}/{FORMATS[fmt]}"
     image_size = _sample_image(sample_image).shape[:2]
-    metadata = deploy_metadata(cfg, model, config_file, image_size)
+    metadata = deploy_metadata(cfg, model, config_file, image_size, graph)
     if fmt == "onnx":
         if uses_deformable_conv(model):
             logger.warning(

@@ -1,10 +1,22 @@
 # Copyright (c) yolact_d2 contributors.
-"""The whole YOLACT inference pipeline as one module of one image, the form that is exported."""
+"""
+The forms of YOLACT that are exported, as modules of one image: the whole inference pipeline
+(:class:`YolactInferenceGraph`, the default) or the network alone (:class:`YolactNetworkGraph`,
+whose outputs the predictor post-processes with the model's own PyTorch code).
+"""
 
 import torch
 from torch import nn
 
-__all__ = ["YolactInferenceGraph"]
+__all__ = ["GRAPHS", "YolactInferenceGraph", "YolactNetworkGraph", "build_graph"]
+
+
+def _check_exact_path(model: nn.Module) -> None:
+    if model.fast_cpu_inference:
+        raise ValueError(
+            "export runs the exact fp32 model: set MODEL.YOLACT.FAST_CPU_INFERENCE False "
+            "(runtimes have their own reduced-precision modes)"
+        )
 
 
 class YolactInferenceGraph(nn.Module):
@@ -30,16 +42,12 @@ class YolactInferenceGraph(nn.Module):
                 "fast") and the exact fp32 path (``FAST_CPU_INFERENCE`` off).
         """
         super().__init__()
+        _check_exact_path(model)
         nms_type = model.postprocess_settings.nms_type
         if nms_type != "fast":
             raise ValueError(
                 "export needs MODEL.YOLACT.TEST.NMS_TYPE 'fast' (the other NMS types loop over "
                 f"the data in Python and cannot be traced); got {nms_type!r}"
-            )
-        if model.fast_cpu_inference:
-            raise ValueError(
-                "export runs the exact fp32 model: set MODEL.YOLACT.FAST_CPU_INFERENCE False "
-                "(runtimes have their own reduced-precision modes)"
             )
         self.model = model.eval()
         self.has_mask_scores = model.mask_branch.maskiou_net is not None
@@ -75,3 +83,69 @@ class YolactInferenceGraph(nn.Module):
         detections = model.postprocess(outputs, [(height, width)], until="pixels")[0]
         detections["boxes"] = detections["boxes"].float()
         return tuple(detections[name] for name in self.output_names)
+
+
+class YolactNetworkGraph(nn.Module):
+    """
+    The network of a :class:`~yolact_d2.modeling.Yolact` as one function of one image: the
+    model's resize (square, or keeping the aspect ratio for a graph of one image size),
+    normalisation, backbone, FPN, head and protonet, and its priors (a constant of the input
+    size). Everything after it - box decoding, the score pre-filter, Fast NMS (any NMS type),
+    mask assembly, the crop and the paste - is the model's own PyTorch code, run by
+    :class:`~yolact_d2.deploy.ExportedPredictor` on the outputs
+    (:func:`~yolact_d2.modeling.postprocessing.postprocess_predictions`).
+
+    Why: a graph of data-dependent post-processing runs it at fixed sizes (every class's top-k
+    padded to ``TOP_K`` candidates, a C x k x k IoU tensor), which costs a runtime several times
+    what PyTorch's eager code costs on a trained model's few candidates (docs/BENCHMARKS.md);
+    a runtime is best at the convolutions. YOLACT++ is not supported: its mask re-scoring net
+    runs on the masks after NMS.
+    """
+
+    OUTPUTS = ("class_logits", "box_deltas", "coefficients", "prototypes", "priors")
+
+    def __init__(self, model: nn.Module):
+        """
+        Args:
+            model (Yolact): an eval-mode YOLACT (not YOLACT++) on the exact fp32 path.
+        """
+        super().__init__()
+        _check_exact_path(model)
+        if model.mask_branch.maskiou_net is not None:
+            raise ValueError(
+                "the network graph (--graph network) is for YOLACT: YOLACT++ re-scores its "
+                "masks with a network after NMS; export the whole pipeline (--graph pipeline)"
+            )
+        self.model = model.eval()
+        self.output_names = self.OUTPUTS
+
+    def forward(self, image: torch.Tensor):
+        """
+        Args:
+            image (Tensor): (H, W, 3) uint8 in the model's ``input_format`` channel order.
+
+        Returns:
+            tuple: "class_logits" (R, C + 1), "box_deltas" (R, 4), "coefficients" (R, k),
+            "prototypes" (k, h, w), "priors" (R, 4) relative to the network input; float32.
+        """
+        model = self.model
+        if model.preserve_aspect_ratio:
+            images = model.preprocess_image_keeping_aspect([{"image": image.permute(2, 0, 1)}])
+            outputs = model.predict(images)
+        else:
+            images = image.permute(2, 0, 1)[None].float()
+            outputs = model.predict(model.normalize(model.resize_to_input(images)))
+        return tuple(
+            outputs[name] if name == "priors" else outputs[name][0] for name in self.OUTPUTS
+        )
+
+
+# The exported forms, by the name tools/export_model.py's --graph takes.
+GRAPHS = {"pipeline": YolactInferenceGraph, "network": YolactNetworkGraph}
+
+
+def build_graph(model: nn.Module, graph: str = "pipeline") -> nn.Module:
+    """The module of :data:`GRAPHS` named ``graph`` for ``model``."""
+    if graph not in GRAPHS:
+        raise ValueError(f"graph must be one of {sorted(GRAPHS)}, got {graph!r}")
+    return GRAPHS[graph](model)

@@ -18,7 +18,7 @@ from yolact_d2.config import get_yolact_cfg
 from yolact_d2.layers import ModulatedDeformConv2d
 from yolact_d2.modeling.postprocessing import PostprocessSettings
 
-from .graph import YolactInferenceGraph
+from .graph import build_graph
 
 __all__ = [
     "PT2_METADATA_FILE",
@@ -27,6 +27,7 @@ __all__ = [
     "deploy_metadata",
     "read_metadata",
     "postprocess_settings",
+    "exported_config",
 ]
 
 # Where a .pt2 file keeps the metadata (ONNX files keep it in metadata_props).
@@ -42,7 +43,7 @@ def uses_deformable_conv(model: torch.nn.Module) -> bool:
 
 
 def deploy_metadata(
-    cfg, model: torch.nn.Module, config_file: str = "", image_size=None
+    cfg, model: torch.nn.Module, config_file: str = "", image_size=None, graph: str = "pipeline"
 ) -> Dict[str, str]:
     """
     What a runtime needs besides the graph, as strings (ONNX ``metadata_props``).
@@ -54,12 +55,15 @@ def deploy_metadata(
     "detections_per_image", "mask_threshold", "display_score_threshold", "outputs" (JSON list of
     the graph's output names), "mask_resolution" ("prototype": masks to paste), "config" (the
     full config as YAML), "image_size" (JSON [H, W]: the only image size the graph takes, with
-    ``MODEL.YOLACT.PRESERVE_ASPECT_RATIO``; null: any).
+    ``MODEL.YOLACT.PRESERVE_ASPECT_RATIO``; null: any), "graph" ("pipeline": the whole
+    inference; "network": the network alone, see :data:`~yolact_d2.deploy.graph.GRAPHS`).
 
     Args:
         cfg (CfgNode): the config of the exported model.
         model (Yolact): the model.
         config_file (str): the config file it came from, for the record.
+        image_size (tuple or None): the sample image's (H, W).
+        graph (str): the exported form.
     """
     import yolact_d2
 
@@ -73,7 +77,7 @@ def deploy_metadata(
         mapping = meta.get("thing_dataset_id_to_contiguous_id", None)
         if mapping and len(mapping) == num_classes:
             ids = [d for d, _ in sorted(mapping.items(), key=lambda item: item[1])]
-    outputs = list(YolactInferenceGraph(model).output_names)
+    outputs = list(build_graph(model, graph).output_names)
     return {
         "yolact_d2_version": yolact_d2.__version__,
         "config_file": config_file,
@@ -94,6 +98,7 @@ def deploy_metadata(
         "image_size": json.dumps(
             [int(v) for v in image_size] if y.PRESERVE_ASPECT_RATIO and image_size else None
         ),
+        "graph": graph,
         "config": cfg.dump(),
     }
 
@@ -150,13 +155,18 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
+def exported_config(metadata: Dict[str, str]) -> CfgNode:
+    """The full config an export carries ("config"), over the defaults of this version."""
+    cfg = get_yolact_cfg()
+    cfg.set_new_allowed(True)
+    cfg.merge_from_other_cfg(CfgNode.load_cfg(metadata["config"]))
+    return cfg
+
+
 def postprocess_settings(metadata: Dict[str, str]) -> PostprocessSettings:
     """
     The model's post-processing settings (``MODEL.YOLACT.TEST``, ``MODEL.YOLACT.MASKIOU``) from
     the config an export carries, so that a runtime pastes masks exactly as the model would
     (``MAX_DENSE_MASK_BYTES`` included).
     """
-    cfg = get_yolact_cfg()
-    cfg.set_new_allowed(True)
-    cfg.merge_from_other_cfg(CfgNode.load_cfg(metadata["config"]))
-    return PostprocessSettings.from_config(cfg)
+    return PostprocessSettings.from_config(exported_config(metadata))

@@ -11,10 +11,12 @@ import torch
 from detectron2.structures import Instances
 
 from yolact_d2.data.image_io import in_input_format
+from yolact_d2.layers.input_size import aspect_preserving_size, padded_input_size
 from yolact_d2.modeling.paste import paste_instances
+from yolact_d2.modeling.postprocessing import PostprocessSettings, postprocess_predictions
 from yolact_d2.utils.signal_stack import preserved_signal_stack
 
-from .metadata import postprocess_settings, read_metadata
+from .metadata import exported_config, read_metadata
 
 __all__ = ["ONNX_RUNTIMES", "RUNTIMES", "ExportedModel", "ExportedPredictor"]
 
@@ -93,7 +95,9 @@ class ExportedPredictor:
     graph takes (the image is flipped to it, as ``DefaultPredictor`` does) and the mask
     threshold; the masks come out at prototype resolution and are pasted here, by the same code
     as the model's (:func:`~yolact_d2.modeling.paste.paste_instances`, with the settings of the
-    config the file carries).
+    config the file carries). A graph of the network alone (``tools/export_model.py --graph
+    network``) returns the network's outputs, and everything after them runs here, by the
+    model's own code (:func:`~yolact_d2.modeling.postprocessing.postprocess_predictions`).
 
     Example::
 
@@ -138,7 +142,17 @@ class ExportedPredictor:
         # int8 IRs record how they were quantised; None for fp32 exports.
         self.quantization = json.loads(self.metadata.get("quantization", "null"))
         self.input_format = self.metadata["input_format"]
-        self.postprocess_settings = postprocess_settings(self.metadata)
+        cfg = exported_config(self.metadata)
+        self.postprocess_settings = PostprocessSettings.from_config(cfg)
+        # "pipeline": the graph returns detections; "network": its outputs are post-processed
+        # here by the model's own code (files written before the key: pipelines).
+        self.graph = self.metadata.get("graph", "pipeline")
+        if self.graph == "network":
+            y = cfg.MODEL.YOLACT
+            self._input_size = int(y.INPUT_SIZE)
+            self._preserve_aspect_ratio = bool(y.PRESERVE_ASPECT_RATIO)
+            self._box_variances = tuple(y.BOX_VARIANCES)
+            self._nms = self.postprocess_settings.build_nms(self._input_size)
         self.output_names = json.loads(self.metadata["outputs"])
         self.class_names = json.loads(self.metadata["class_names"])
         # A graph of one image size (MODEL.YOLACT.PRESERVE_ASPECT_RATIO), or None: any size.
@@ -186,9 +200,26 @@ class ExportedPredictor:
             Instances: at (H, W), masks pasted.
         """
         outputs = self.run(image)
-        detections = {name: torch.from_numpy(np.asarray(v)) for name, v in outputs.items()}
+        tensors = {name: torch.from_numpy(np.asarray(v)) for name, v in outputs.items()}
         size = tuple(image.shape[:2])
-        return paste_instances(detections, size, self.postprocess_settings)
+        if self.graph == "network":
+            return self._postprocess_network(tensors, size)
+        return paste_instances(tensors, size, self.postprocess_settings)
+
+    def _postprocess_network(self, outputs: Dict[str, torch.Tensor], size) -> Instances:
+        """The model's post-processing of a network graph's outputs for one image of ``size``."""
+        batch = {name: outputs[name][None] for name in outputs if name != "priors"}
+        batch["priors"] = outputs["priors"]
+        side = self._input_size
+        if self._preserve_aspect_ratio:
+            content = aspect_preserving_size(size[0], size[1], side)
+            batch["input_size"] = padded_input_size(*content, side)
+            batch["content_sizes"] = [content]
+        else:
+            batch["input_size"] = (side, side)
+        return postprocess_predictions(
+            batch, [size], self.postprocess_settings, self._nms, self._box_variances
+        )[0]
 
     def as_model(self) -> "ExportedModel":
         """The exported model as a Detectron2 model for evaluation (see :class:`ExportedModel`)."""

@@ -12,28 +12,18 @@ from detectron2.config import configurable
 from detectron2.modeling import META_ARCH_REGISTRY, Backbone, build_backbone
 from detectron2.structures import BitMasks, ImageList, Instances
 
-from yolact_d2.layers import NMS_FUNCTIONS, build_nms
+from yolact_d2.layers import NMS_FUNCTIONS
 from yolact_d2.layers.input_size import aspect_preserving_size, batch_input_size, padded_input_size
-from yolact_d2.utils.stages import record_count, stage
+from yolact_d2.utils.stages import stage
 
-from .box_coder import decode_boxes
 from .fast_cpu import InferenceCopy, resolve_fast_cpu_dtype
 from .head import build_yolact_head
 from .losses import YolactLoss
 from .mask_branch import YolactMaskBranch, upgrade_legacy_keys
-from .paste import detections_in_content, detections_in_pixels, paste_instances
-from .postprocessing import (
-    PostprocessSettings,
-    assemble_detection_masks,
-    select_candidates,
-    suppress,
-)
+from .postprocessing import POSTPROCESS_STAGES, PostprocessSettings, postprocess_predictions
 from .priors import YolactPriorGenerator
 
 __all__ = ["Yolact", "POSTPROCESS_STAGES"]
-
-# The stages :meth:`Yolact.postprocess` can stop after, in order.
-POSTPROCESS_STAGES = ("detections", "masks", "pixels", "instances")
 
 
 def _upgrade_legacy_checkpoint(module, state_dict, prefix, *args) -> None:
@@ -126,14 +116,7 @@ class Yolact(nn.Module):
             )
         self.postprocess_settings = postprocess
         # nms(boxes (n, 4), scores (C, n)) -> (scores, classes, order), settings bound.
-        self._nms = build_nms(
-            postprocess.nms_type,
-            iou_threshold=postprocess.nms_threshold,
-            top_k=postprocess.top_k,
-            max_num_detections=postprocess.max_detections_per_image,
-            score_threshold=postprocess.score_threshold,
-            input_size=self.input_size,
-        )
+        self._nms = postprocess.build_nms(self.input_size)
         self.fast_cpu_inference = fast_cpu_inference
         self.fast_cpu_dtype = resolve_fast_cpu_dtype(fast_cpu_dtype)
         self._inference_copy = InferenceCopy(self.fast_cpu_dtype, compile=fast_cpu_compile)
@@ -429,70 +412,30 @@ class Yolact(nn.Module):
     ) -> List:
         """
         YOLACT's inference after the network, as the reference's ``Detect`` and
-        ``postprocess``: the one composition of its stages ("decode", "nms", "mask_assembly",
-        "paste"), which the model's own inference, the exported graph, the prototype view, the
-        calibration of random weights and the benchmark all run, with the config's
-        :class:`PostprocessSettings`.
+        ``postprocess``, with this model's settings: :func:`~yolact_d2.modeling.postprocessing.
+        postprocess_predictions`, the one composition of its stages ("decode", "nms",
+        "mask_assembly", "paste"), which the model's own inference, the exported graph, the
+        predictor of exported networks, the prototype view, the calibration of random weights
+        and the benchmark all run.
 
         Args:
             outputs (dict): from :meth:`predict`.
             image_sizes (list[tuple[int, int]]): original (H, W) of each image of the batch.
-            until (str): the last stage (:data:`POSTPROCESS_STAGES`):
-
-                * "detections": after NMS, per image a dict of "indices" (D,) into the priors,
-                  "scores" (D,), "classes" (D,) in [0, C), "boxes" (D, 4) relative XYXY;
-                * "masks": also "masks" (D, h, w), soft, cropped by the box, at prototype
-                  resolution, and for YOLACT++ "mask_scores" (D,) (re-scoring applied);
-                * "pixels": the same with "boxes" in integer pixels of the original image, the
-                  detections whose box has no area dropped (what the exported graph returns);
-                * "instances": Detectron2 ``Instances`` at the original size, masks pasted
-                  (:func:`~yolact_d2.modeling.paste.paste_instances`), with
-                  ``pred_coefficients`` (D, k) when ``settings.output_coefficients``.
+            until (str): the last stage (:data:`POSTPROCESS_STAGES`), see
+                :func:`~yolact_d2.modeling.postprocessing.postprocess_predictions`.
 
         Returns:
             list: one dict (or ``Instances``) per image.
         """
-        if until not in POSTPROCESS_STAGES:
-            raise ValueError(f"until must be one of {POSTPROCESS_STAGES}, got {until!r}")
-        last = POSTPROCESS_STAGES.index(until)
-        settings = self.postprocess_settings
-        with stage("decode"):
-            boxes = decode_boxes(outputs["box_deltas"], outputs["priors"], self.box_variances)
-        results = []
-        for i, image_size in enumerate(image_sizes):
-            with stage("decode"):
-                scores, candidates = select_candidates(
-                    outputs["class_logits"][i], settings.score_threshold
-                )
-            record_count("candidates", candidates.shape[0])
-            with stage("nms"):
-                result = suppress(boxes[i], scores, candidates, self._nms)
-                result["boxes"] = boxes[i][result["indices"]].float()
-            if last >= 1:
-                with stage("mask_assembly"):
-                    result = assemble_detection_masks(
-                        result,
-                        boxes[i],
-                        outputs["coefficients"][i],
-                        outputs["prototypes"][i],
-                        settings,
-                        self.mask_branch.maskiou_net,
-                    )
-            if last >= 2:
-                content = outputs.get("content_sizes")
-                if content is not None and tuple(content[i]) != tuple(outputs["input_size"]):
-                    result = detections_in_content(result, content[i], outputs["input_size"])
-                with stage("paste"):
-                    # (Sizes stay symbolic while torch.export traces the "pixels" stage.)
-                    result = detections_in_pixels(result, (image_size[0], image_size[1]))
-                    if last == 3:
-                        size = (int(image_size[0]), int(image_size[1]))
-                        kept = result["indices"]
-                        result = paste_instances(result, size, settings)
-                        if settings.output_coefficients:
-                            result.pred_coefficients = outputs["coefficients"][i][kept].float()
-            results.append(result)
-        return results
+        return postprocess_predictions(
+            outputs,
+            image_sizes,
+            self.postprocess_settings,
+            self._nms,
+            self.box_variances,
+            self.mask_branch.maskiou_net,
+            until,
+        )
 
 
 def _concatenate_predictions(parts: List[Dict]) -> Dict:

@@ -1,18 +1,35 @@
 # Copyright (c) yolact_d2 contributors.
 """
-The stages of YOLACT's inference before the paste: the score pre-filter, NMS, and the masks of
-the detections at prototype resolution. :meth:`~yolact_d2.modeling.Yolact.postprocess` composes
-them (with :mod:`~yolact_d2.modeling.paste`); nothing else does.
+YOLACT's inference after the network: the score pre-filter, NMS, the masks of the detections at
+prototype resolution, and their composition with the paste (:mod:`~yolact_d2.modeling.paste`)
+in :func:`postprocess_predictions`, which :meth:`~yolact_d2.modeling.Yolact.postprocess` and the
+predictor of exported networks (:class:`~yolact_d2.deploy.ExportedPredictor`) run; nothing else
+composes them.
 """
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
 
-from .mask_assembly import assemble_masks, crop_masks
+from yolact_d2.layers import build_nms
+from yolact_d2.utils.stages import record_count, stage
 
-__all__ = ["PostprocessSettings", "select_candidates", "suppress", "assemble_detection_masks"]
+from .box_coder import decode_boxes
+from .mask_assembly import assemble_masks, crop_masks
+from .paste import detections_in_content, detections_in_pixels, paste_instances
+
+__all__ = [
+    "POSTPROCESS_STAGES",
+    "PostprocessSettings",
+    "select_candidates",
+    "suppress",
+    "assemble_detection_masks",
+    "postprocess_predictions",
+]
+
+# The stages :func:`postprocess_predictions` can stop after, in order.
+POSTPROCESS_STAGES = ("detections", "masks", "pixels", "instances")
 
 
 @dataclass(frozen=True)
@@ -62,6 +79,20 @@ class PostprocessSettings:
             rescore_box=maskiou.RESCORE_BOX,
             max_dense_mask_bytes=test.MAX_DENSE_MASK_BYTES,
             output_coefficients=test.get("OUTPUT_COEFFICIENTS", False),
+        )
+
+    def build_nms(self, input_size: int) -> Callable:
+        """
+        ``nms(boxes (n, 4), scores (C, n)) -> (scores, classes, order)`` of these settings
+        (:func:`yolact_d2.layers.build_nms`) for a model of input size S.
+        """
+        return build_nms(
+            self.nms_type,
+            iou_threshold=self.nms_threshold,
+            top_k=self.top_k,
+            max_num_detections=self.max_detections_per_image,
+            score_threshold=self.score_threshold,
+            input_size=input_size,
         )
 
 
@@ -165,3 +196,83 @@ def assemble_detection_masks(
             if settings.rescore_box:
                 result["scores"] = result["mask_scores"]
     return result
+
+
+def postprocess_predictions(
+    outputs: Dict,
+    image_sizes: Sequence[Tuple[int, int]],
+    settings: PostprocessSettings,
+    nms: Callable,
+    box_variances: Tuple[float, float],
+    maskiou_net: Optional[torch.nn.Module] = None,
+    until: str = "instances",
+) -> List:
+    """
+    YOLACT's inference after the network, as the reference's ``Detect`` and ``postprocess``:
+    stages "decode", "nms", "mask_assembly" and "paste".
+
+    Args:
+        outputs (dict): the network's outputs (:meth:`~yolact_d2.modeling.Yolact.predict`):
+            "class_logits" (N, R, C + 1), "box_deltas" (N, R, 4), "coefficients" (N, R, k),
+            "prototypes" (N, k, h, w), "priors" (R, 4) relative to the input, "input_size"
+            (H, W), and optionally "content_sizes" (the part of the input each image covers).
+        image_sizes (list[tuple[int, int]]): original (H, W) of each image of the batch.
+        settings (PostprocessSettings): the test-time options.
+        nms (callable): :meth:`PostprocessSettings.build_nms` of ``settings``.
+        box_variances (tuple[float, float]): the SSD variances of the box coder.
+        maskiou_net (nn.Module or None): YOLACT++'s re-scoring network.
+        until (str): the last stage (:data:`POSTPROCESS_STAGES`):
+
+            * "detections": after NMS, per image a dict of "indices" (D,) into the priors,
+              "scores" (D,), "classes" (D,) in [0, C), "boxes" (D, 4) relative XYXY;
+            * "masks": also "masks" (D, h, w), soft, cropped by the box, at prototype
+              resolution, and for YOLACT++ "mask_scores" (D,) (re-scoring applied);
+            * "pixels": the same with "boxes" in integer pixels of the original image, the
+              detections whose box has no area dropped (what the exported graph returns);
+            * "instances": Detectron2 ``Instances`` at the original size, masks pasted
+              (:func:`~yolact_d2.modeling.paste.paste_instances`), with
+              ``pred_coefficients`` (D, k) when ``settings.output_coefficients``.
+
+    Returns:
+        list: one dict (or ``Instances``) per image.
+    """
+    if until not in POSTPROCESS_STAGES:
+        raise ValueError(f"until must be one of {POSTPROCESS_STAGES}, got {until!r}")
+    last = POSTPROCESS_STAGES.index(until)
+    with stage("decode"):
+        boxes = decode_boxes(outputs["box_deltas"], outputs["priors"], box_variances)
+    results = []
+    for i, image_size in enumerate(image_sizes):
+        with stage("decode"):
+            scores, candidates = select_candidates(
+                outputs["class_logits"][i], settings.score_threshold
+            )
+        record_count("candidates", candidates.shape[0])
+        with stage("nms"):
+            result = suppress(boxes[i], scores, candidates, nms)
+            result["boxes"] = boxes[i][result["indices"]].float()
+        if last >= 1:
+            with stage("mask_assembly"):
+                result = assemble_detection_masks(
+                    result,
+                    boxes[i],
+                    outputs["coefficients"][i],
+                    outputs["prototypes"][i],
+                    settings,
+                    maskiou_net,
+                )
+        if last >= 2:
+            content = outputs.get("content_sizes")
+            if content is not None and tuple(content[i]) != tuple(outputs["input_size"]):
+                result = detections_in_content(result, content[i], outputs["input_size"])
+            with stage("paste"):
+                # (Sizes stay symbolic while torch.export traces the "pixels" stage.)
+                result = detections_in_pixels(result, (image_size[0], image_size[1]))
+                if last == 3:
+                    size = (int(image_size[0]), int(image_size[1]))
+                    kept = result["indices"]
+                    result = paste_instances(result, size, settings)
+                    if settings.output_coefficients:
+                        result.pred_coefficients = outputs["coefficients"][i][kept].float()
+        results.append(result)
+    return results
