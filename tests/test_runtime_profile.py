@@ -2,6 +2,7 @@
 """tools/profile_runtime.py's accounting: every runtime node attributed to a stage."""
 
 import numpy as np
+import os
 
 import pytest
 import torch
@@ -14,7 +15,7 @@ from yolact_d2.benchmark.runtime_profile import (
     summarize,
 )
 
-from common import get_config
+from common import CONFIG_DIR, get_config, load_script
 
 STAGES = {"preprocess", "backbone", "fpn", "head", "protonet", "postprocess"}
 
@@ -71,3 +72,28 @@ def test_openvino_images_per_second_with_one_and_two_requests(exported, monkeypa
         assert rate > 0
         # warm-up (one image per request), then 3 repeats of the 2 images, on a queue that size
         assert started == [requests] * (requests + 6)
+
+
+def test_tool_profiles_the_network_graph(tmp_path):
+    """tools/profile_runtime.py --graph network: the network alone, its time all in the network."""
+    tool = load_script("tools/profile_runtime.py")
+    config = os.path.join(CONFIG_DIR, "demo", "yolact_R_18_synthetic.yaml")
+    tool.main(
+        ["--config-file", config, "--graph", "network", "--runs", "openvino-f32", "onnxruntime-f32"]
+        + ["--num-images", "1", "--output", str(tmp_path), "MODEL.WEIGHTS", ""]
+    )
+    from yolact_d2.deploy import read_metadata
+
+    assert read_metadata(str(tmp_path / "model.onnx"))["graph"] == "network"
+    report = (tmp_path / "profile.md").read_text()
+    assert "(network graph)" in report
+    for run in ("openvino-f32", "onnxruntime-f32"):
+        stage_table = report.split(f"## {run}")[1].strip().split("\n\n")[0]
+        rows = {
+            line.split("|")[1].strip(): float(line.split("|")[2])
+            for line in stage_table.splitlines()
+            if line.startswith("| ") and line.split("|")[2].strip().replace(".", "").isdigit()
+        }
+        assert rows["backbone"] > 0 and rows["protonet"] > 0
+        # no Fast NMS, no mask assembly in this graph: (almost) nothing after the network
+        assert rows.get("postprocess", 0.0) < 0.05 * sum(rows.values())

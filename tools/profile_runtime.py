@@ -31,6 +31,7 @@ from yolact_d2.benchmark.runtime_profile import (
     summarize,
 )
 from yolact_d2.deploy import build_export_model, export_model, quantize_int8
+from yolact_d2.deploy.graph import GRAPHS
 from yolact_d2.engine.cli import exit_on_input_error, tool_config_or_exit, tool_parser
 from yolact_d2.utils.cpu import cpu_flags_summary
 
@@ -44,6 +45,14 @@ def get_parser():
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--calibration-images", type=int, default=32, help="for int8")
     parser.add_argument("--output", default="output/profile_runtime", help="output folder")
+    parser.add_argument(
+        "--graph",
+        choices=GRAPHS,
+        default="pipeline",
+        help="the exported graph profiled: the whole pipeline, or the network alone "
+        "(tools/export_model.py --graph network; its post-processing runs in PyTorch, outside "
+        "the profile)",
+    )
     parser.add_argument(
         "--requests",
         type=int,
@@ -71,8 +80,12 @@ def main(argv=None):
     os.makedirs(args.output, exist_ok=True)
     bgr = load_images(image_files(default_image_dir(), args.num_images))
     images = [i[:, :, ::-1].copy() if rgb else i for i in bgr]
-    onnx_path = export_model(cfg, model, "onnx", args.output, images[0], args.config_file)
-    report = [f"# {args.config_file}: {len(images)} images, {args.threads} threads"]
+    onnx_path = export_model(
+        cfg, model, "onnx", args.output, images[0], args.config_file, graph=args.graph
+    )
+    report = [
+        f"# {args.config_file} ({args.graph} graph): {len(images)} images, {args.threads} threads"
+    ]
     report.append(f"CPU: {cpu_flags_summary()}")
     for run in args.runs:
         runtime, precision = run.split("-")
