@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from yolact_d2.deploy import INT8_FILE, ExportedPredictor, quantize_int8
+from yolact_d2.deploy.stages import onnx_node_stages
 from yolact_d2.deploy.verify import pytorch_instances
 from yolact_d2.evaluation.mask_agreement import MaskAgreement
 
@@ -53,10 +54,17 @@ def test_int8_ir_is_quantised_and_keeps_the_metadata(int8_export):
     model = openvino.Core().read_model(path)
     ops = list(model.get_ordered_ops())
     convs = [op for op in ops if op.get_type_name() == "Convolution"]
+
+    def int8_input(op, index=0):  # quantised, or max-pooled after quantisation (int8 either way)
+        node = op.input_value(index).get_node()
+        if node.get_type_name() == "MaxPool":
+            node = node.input_value(0).get_node()
+        return node.get_type_name() == "FakeQuantize"
+
     quantised = [
         op
         for op in convs
-        if op.input_value(0).get_node().get_type_name() == "FakeQuantize"
+        if int8_input(op)
         and op.input_value(1).get_node().get_type_name() in ("FakeQuantize", "Convert", "Multiply")
     ]
     # Every convolution but the stem (3 input channels: the image) reads int8 activations.
@@ -64,6 +72,23 @@ def test_int8_ir_is_quantised_and_keeps_the_metadata(int8_export):
     assert len(stems) == 1
     assert stems[0].get_friendly_name() not in {op.get_friendly_name() for op in quantised}
     assert len(convs) > 30 and len(quantised) == len(convs) - 1
+    # The backbone's residual additions read int8 on both inputs; every other addition (the FPN,
+    # the box decoding) stays in float.
+    stages = onnx_node_stages(onnx_path)
+    adds = [  # (not the convolutions' biases: an Add of a reshaped constant in the IR)
+        op
+        for op in ops
+        if op.get_type_name() == "Add"
+        and all(
+            v.get_node().get_type_name() not in ("Constant", "Reshape") for v in op.input_values()
+        )
+    ]
+    int8_adds = {op.get_friendly_name() for op in adds if int8_input(op, 0) and int8_input(op, 1)}
+    backbone_adds = {
+        op.get_friendly_name() for op in adds if stages[op.get_friendly_name()] == "backbone"
+    }
+    assert len(backbone_adds) == 8 and int8_adds == backbone_adds  # R-18: 8 basic blocks
+    assert any(stages[op.get_friendly_name()] == "postprocess" for op in adds)
     for matmul in (op for op in ops if op.get_type_name() == "MatMul"):
         for value in matmul.input_values():
             assert value.get_node().get_type_name() != "FakeQuantize"
@@ -73,6 +98,7 @@ def test_int8_ir_is_quantised_and_keeps_the_metadata(int8_export):
     assert predictor.metadata["config"] == fp32.metadata["config"]
     assert predictor.quantization["calibration_images"] == 8 and fp32.quantization is None
     assert predictor.quantization["float_convolutions"] == [stems[0].get_friendly_name()]
+    assert backbone_adds <= set(predictor.quantization["int8_elementwise"])
 
 
 def test_int8_agrees_with_fp32(int8_export):

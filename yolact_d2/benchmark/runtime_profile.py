@@ -13,6 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Sequence
 
+from yolact_d2.deploy.stages import onnx_node_stages
+
 __all__ = [
     "NodeTime",
     "onnx_node_stages",
@@ -20,16 +22,6 @@ __all__ = [
     "profile_onnxruntime",
     "summarize",
     "openvino_images_per_second",
-]
-
-# Module classes of the model, in the order they are tested (a node's hierarchy lists its
-# enclosing modules outermost first; the innermost YOLACT part decides).
-_STAGE_OF_MODULE = [
-    ("YolactMaskBranch", "protonet"),
-    ("YolactHead", "head"),
-    ("ResNet", "backbone"),
-    ("DarkNet", "backbone"),
-    ("YolactFPN", "fpn"),
 ]
 
 
@@ -42,35 +34,6 @@ class NodeTime:
     kernel: str
     stage: str
     ms: float
-
-
-def onnx_node_stages(onnx_path: str) -> Dict[str, str]:
-    """
-    {ONNX node or output name: stage}: "preprocess" (the nodes before the first backbone node:
-    resize, normalisation), "backbone", "fpn", "head", "protonet", or "postprocess" (priors,
-    box decoding, score pre-filter, Fast NMS, mask assembly and crop: the graph's own code
-    outside the network's modules).
-    """
-    import onnx
-
-    model = onnx.load(onnx_path, load_external_data=False)
-    stages, seen_network = {}, False
-    for node in model.graph.node:
-        meta = {p.key: p.value for p in node.metadata_props}
-        hierarchy = meta.get("pkg.torch.onnx.class_hierarchy", "")
-        stage = None
-        for module, name in _STAGE_OF_MODULE:
-            if module in hierarchy:
-                stage = name
-                break
-        if stage is None:
-            stage = "postprocess" if seen_network else "preprocess"
-        else:
-            seen_network = True
-        stages[node.name] = stage
-        for output in node.output:  # onnxruntime names fused nodes after their outputs
-            stages.setdefault(output, stage)
-    return stages
 
 
 def _stage_of(name: str, stages: Dict[str, str], ordered: Sequence[str]) -> str:

@@ -2,9 +2,10 @@
 """
 int8 post-training quantisation of an exported YOLACT with OpenVINO's NNCF: the convolutions of
 the backbone, FPN, prediction head and protonet get int8 weights (per output channel) and int8
-activations, their ranges calibrated on a few training images; the convolution of the image itself
-(the backbone's stem, 3 input channels) and everything after the network (box decoding, Fast NMS,
-mask assembly ``P C^T``, the crop) stay in floating point. The result
+activations, their ranges calibrated on a few training images, and so do the backbone's residual
+additions; the convolution of the image itself (the backbone's stem, 3 input channels) and
+everything after the network (box decoding, Fast NMS, mask assembly ``P C^T``, the crop) stay in
+floating point. The result
 is an OpenVINO IR (``model_int8.xml`` + ``.bin``) carrying the ONNX file's yolact_d2 metadata,
 which :class:`~yolact_d2.deploy.ExportedPredictor` runs on ``runtime="openvino"``.
 
@@ -25,6 +26,7 @@ from yolact_d2.data.image_io import in_input_format
 from yolact_d2.utils.signal_stack import preserved_signal_stack
 
 from .metadata import QUANTIZATION_KEY, read_metadata
+from .stages import onnx_node_stages
 
 __all__ = ["INT8_FILE", "QUANTIZATION_KEY", "quantize_int8"]
 
@@ -33,6 +35,13 @@ logger = logging.getLogger(__name__)
 INT8_FILE = "model_int8.xml"
 # The OpenVINO operations given int8 inputs and weights.
 _QUANTISED_TYPES = {"Convolution", "GroupConvolution"}
+# Also given int8 inputs inside the backbone: the residual additions and the stem's pooling. A
+# block's output then feeds both the next block's convolutions and its shortcut as one int8
+# tensor, which OpenVINO produces inside the convolution that computes it, instead of leaving
+# it in float and quantising it on its own before every next convolution (those standalone
+# quantisations were 14% of the int8 R50-550 network's time, docs/BENCHMARKS.md).
+_BACKBONE_QUANTISED_TYPES = {"Add", "MaxPool"}
+_NOT_COMPUTED = {"Parameter", "Constant", "Result"}
 
 
 def image_convolutions(model) -> List[str]:
@@ -53,6 +62,29 @@ def image_convolutions(model) -> List[str]:
         if channels.is_static and channels.get_length() == 3:
             names.append(op.get_friendly_name())
     return names
+
+
+def float_operations(model, onnx_path: str) -> List[str]:
+    """
+    The friendly names of the operations NNCF leaves in floating point: everything but the
+    convolutions (:data:`_QUANTISED_TYPES`) and the backbone's residual additions and pooling
+    (:data:`_BACKBONE_QUANTISED_TYPES`, found by the module hierarchy of the ONNX nodes), plus the
+    convolutions that read the image (:func:`image_convolutions`).
+
+    Args:
+        model (openvino.Model): the fp32 model read from ``onnx_path``.
+        onnx_path (str): the exported ONNX file (its nodes carry the module hierarchy).
+    """
+    stages = onnx_node_stages(onnx_path)
+    names = []
+    for op in model.get_ordered_ops():
+        kind, name = op.get_type_name(), op.get_friendly_name()
+        if kind in _QUANTISED_TYPES or kind in _NOT_COMPUTED:
+            continue
+        if kind in _BACKBONE_QUANTISED_TYPES and stages.get(name) == "backbone":
+            continue
+        names.append(name)
+    return names + image_convolutions(model)
 
 
 def _save_ir_atomically(model, path: str) -> None:
@@ -115,11 +147,18 @@ def quantize_int8(
     import openvino
 
     model = openvino.Core().read_model(onnx_path)
-    # Only the convolutions: NNCF would also quantise the inputs of elementwise ops, pooling,
-    # resizes and MatMuls, which here include the box decoding, Fast NMS's IoUs and the mask
-    # assembly P C^T (quantising those cost the main job's model 16 mask AP). Not the stem.
-    other_types = sorted({op.get_type_name() for op in model.get_ops()} - _QUANTISED_TYPES)
+    # The convolutions and the backbone's residual additions: NNCF would also quantise the inputs
+    # of other elementwise ops, resizes and MatMuls, which here include the box decoding, Fast
+    # NMS's IoUs and the mask assembly P C^T (quantising those cost the main job's model 16 mask
+    # AP). Not the stem.
+    float_ops = float_operations(model, onnx_path)
     float_convolutions = image_convolutions(model)
+    int8_elementwise = sorted(
+        op.get_friendly_name()
+        for op in model.get_ops()
+        if op.get_type_name() in _BACKBONE_QUANTISED_TYPES
+        and op.get_friendly_name() not in set(float_ops)
+    )
     nncf_logger = logging.getLogger("nncf")
     level = nncf_logger.level
     nncf_logger.setLevel(logging.WARNING)  # one INFO line per operation left in float
@@ -131,9 +170,7 @@ def quantize_int8(
                 nncf.Dataset(images, lambda image: {"image": image}),
                 subset_size=len(images),
                 fast_bias_correction=fast_bias_correction,
-                ignored_scope=nncf.IgnoredScope(
-                    types=other_types, names=float_convolutions, validate=False
-                ),
+                ignored_scope=nncf.IgnoredScope(names=float_ops, validate=False),
             )
     finally:
         nncf_logger.setLevel(level)
@@ -142,6 +179,7 @@ def quantize_int8(
         {
             "method": "NNCF post-training quantisation (int8 weights and activations)",
             "float_convolutions": float_convolutions,
+            "int8_elementwise": int8_elementwise,
             "nncf_version": nncf.__version__,
             "source": os.path.basename(onnx_path),
             "calibration_images": len(images),
