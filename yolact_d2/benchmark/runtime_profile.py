@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Dict, List, Sequence
 
-from yolact_d2.deploy.stages import onnx_node_stages
+from yolact_d2.deploy.stages import STAGES, onnx_node_stages
 
 __all__ = [
     "NodeTime",
@@ -179,7 +179,7 @@ def summarize(nodes: List[NodeTime], top: int = 15) -> str:
     type, layout conversions, and the ``top`` slowest nodes."""
     total = sum(n.ms for n in nodes) or 1.0
     lines = ["| stage | ms | share | convolutions by precision (ms) |", "|---|---:|---:|---|"]
-    order = ["preprocess", "backbone", "fpn", "head", "protonet", "postprocess", "other"]
+    order = list(STAGES) + ["other"]
     by_stage = collections.defaultdict(list)
     for n in nodes:
         by_stage[n.stage].append(n)

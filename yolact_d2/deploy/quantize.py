@@ -5,9 +5,9 @@ the backbone, FPN, prediction head and protonet get int8 weights (per output cha
 activations, their ranges calibrated on a few training images, and so do the backbone's residual
 additions; the convolution of the image itself (the backbone's stem, 3 input channels) and
 everything after the network (box decoding, Fast NMS, mask assembly ``P C^T``, the crop) stay in
-floating point. The result
-is an OpenVINO IR (``model_int8.xml`` + ``.bin``) carrying the ONNX file's yolact_d2 metadata,
-which :class:`~yolact_d2.deploy.ExportedPredictor` runs on ``runtime="openvino"``.
+floating point. The result is an OpenVINO IR (``model_int8.xml`` + ``.bin``) carrying the ONNX
+file's yolact_d2 metadata, which :class:`~yolact_d2.deploy.ExportedPredictor` runs on
+``runtime="openvino"``.
 
 Why NNCF and not PyTorch's PT2E/x86 path: see docs/BENCHMARKS.md, "int8: why NNCF and not PT2E"
 (PT2E's quantiser moved out of PyTorch into ``torchao`` and needs ``torch.compile`` at every
@@ -38,8 +38,9 @@ _QUANTISED_TYPES = {"Convolution", "GroupConvolution"}
 # Also given int8 inputs inside the backbone: the residual additions and the stem's pooling. A
 # block's output then feeds both the next block's convolutions and its shortcut as one int8
 # tensor, which OpenVINO produces inside the convolution that computes it, instead of leaving
-# it in float and quantising it on its own before every next convolution (those standalone
-# quantisations were 14% of the int8 R50-550 network's time, docs/BENCHMARKS.md).
+# it in float and quantising it on its own before every next convolution (doing without those
+# standalone quantisations took 14% off the int8 R50-550 network's time on a VNNI CPU,
+# docs/BENCHMARKS.md).
 _BACKBONE_QUANTISED_TYPES = {"Add", "MaxPool"}
 _NOT_COMPUTED = {"Parameter", "Constant", "Result"}
 
@@ -153,11 +154,12 @@ def quantize_int8(
     # AP). Not the stem.
     float_ops = float_operations(model, onnx_path)
     float_convolutions = image_convolutions(model)
+    kept_float = set(float_ops)
     int8_elementwise = sorted(
         op.get_friendly_name()
         for op in model.get_ops()
         if op.get_type_name() in _BACKBONE_QUANTISED_TYPES
-        and op.get_friendly_name() not in set(float_ops)
+        and op.get_friendly_name() not in kept_float
     )
     nncf_logger = logging.getLogger("nncf")
     level = nncf_logger.level
