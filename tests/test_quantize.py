@@ -146,12 +146,13 @@ def test_quantize_tool_reports_bad_input(tmp_path):
 
 
 def test_quantize_tool_end_to_end(tmp_path):
-    """The tool exports, quantises on training images and compares with fp32 on test images."""
+    """The tool exports (here the network graph), quantises on training images and compares
+    with fp32 on test images."""
     tool = os.path.join(REPO_ROOT, "tools", "quantize.py")
     config = os.path.join(REPO_ROOT, "configs", "demo", "yolact_R_18_synthetic.yaml")
     args = [
         sys.executable, tool, "--config-file", config, "--output", str(tmp_path),
-        "--calibration-images", "4", "--verify-images", "2",
+        "--calibration-images", "4", "--verify-images", "2", "--graph", "network",
         "MODEL.WEIGHTS", "", "MODEL.YOLACT.NUM_CLASSES", "80",
         "DATASETS.TRAIN", "('tiny_coco_train',)", "DATASETS.TEST", "('tiny_coco_val',)",
     ]  # fmt: skip
@@ -164,6 +165,7 @@ def test_quantize_tool_end_to_end(tmp_path):
     assert "int8 vs fp32 PyTorch on 2 images of tiny_coco_val" in log
     predictor = ExportedPredictor(path, runtime="openvino")
     assert predictor.quantization["calibration_images"] == 4
+    assert predictor.graph == "network" and "priors" in predictor.output_names
     assert len(predictor.class_names) == 80
 
 

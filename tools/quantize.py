@@ -6,9 +6,10 @@ Quantise a trained YOLACT to int8 (post-training, OpenVINO NNCF) for CPU inferen
     python tools/quantize.py --config-file configs/yolact_R_50_FPN_550.yaml \
         --output export/ --calibration-images 32 MODEL.WEIGHTS model_final.pth
 
-exports the model to export/model.onnx (as tools/export_model.py does; --onnx FILE reuses an
-existing export), calibrates int8 activation ranges on the first N images of the config's first
-training dataset (--calibration-dataset NAME to choose another), writes export/model_int8.xml
+exports the model to export/model.onnx (as tools/export_model.py does, --graph pipeline or
+network; --onnx FILE reuses an existing export), calibrates int8 activation ranges on the first
+N images of the config's first training dataset (--calibration-dataset NAME to choose another),
+writes export/model_int8.xml
 (+ .bin, an OpenVINO IR with the export's metadata) and compares it with the fp32 PyTorch model
 on --verify-images images of the first test dataset. Run it with
 
@@ -24,7 +25,13 @@ import os
 from detectron2.utils.logger import setup_logger
 
 from yolact_d2.benchmark import MaskAgreement, dataset_image_files, load_images
-from yolact_d2.deploy import ExportedPredictor, build_export_model, export_model, quantize_int8
+from yolact_d2.deploy import (
+    GRAPHS,
+    ExportedPredictor,
+    build_export_model,
+    export_model,
+    quantize_int8,
+)
 from yolact_d2.deploy.verify import pytorch_instances
 from yolact_d2.engine.cli import exit_on_input_error, fail, tool_config_or_exit, tool_parser
 
@@ -33,6 +40,13 @@ def parse_args(argv=None):
     parser = tool_parser(__doc__)
     parser.add_argument("--output", required=True, metavar="DIR", help="directory to write to")
     parser.add_argument("--onnx", metavar="FILE", help="an existing export of this model")
+    parser.add_argument(
+        "--graph",
+        choices=sorted(GRAPHS),
+        default="pipeline",
+        help="the graph to export and quantise (as tools/export_model.py --graph): network "
+        "leaves the post-processing to ExportedPredictor's PyTorch code",
+    )
     parser.add_argument(
         "--calibration-dataset",
         metavar="NAME",
@@ -71,7 +85,9 @@ def main(argv=None):
     calibration = _dataset_images(dataset, args.calibration_images, "calibration")
     with exit_on_input_error():
         model = build_export_model(cfg)
-    onnx_path = args.onnx or export_model(cfg, model, "onnx", args.output, None, args.config_file)
+    onnx_path = args.onnx or export_model(
+        cfg, model, "onnx", args.output, None, args.config_file, graph=args.graph
+    )
     path = quantize_int8(onnx_path, calibration, os.path.join(args.output, "model_int8.xml"))
     logger.info(f"wrote {path} ({len(calibration)} calibration images of {dataset})")
     if args.verify_images > 0 and cfg.DATASETS.TEST:
