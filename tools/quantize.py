@@ -9,9 +9,8 @@ Quantise a trained YOLACT to int8 (post-training, OpenVINO NNCF) for CPU inferen
 exports the model to export/model.onnx (as tools/export_model.py does, --graph pipeline or
 network; --onnx FILE reuses an existing export), calibrates int8 activation ranges on the first
 N images of the config's first training dataset (--calibration-dataset NAME to choose another),
-writes export/model_int8.xml
-(+ .bin, an OpenVINO IR with the export's metadata) and compares it with the fp32 PyTorch model
-on --verify-images images of the first test dataset. Run it with
+writes export/model_int8.xml (+ .bin, an OpenVINO IR with the export's metadata) and compares it
+with the fp32 PyTorch model on --verify-images images of the first test dataset. Run it with
 
     yolact_d2.deploy.ExportedPredictor("export/model_int8.xml", runtime="openvino")
 

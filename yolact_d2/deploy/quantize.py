@@ -47,7 +47,7 @@ _NOT_COMPUTED = {"Parameter", "Constant", "Result"}
 # over all of them (NNCF's "MINMAX"), not NNCF's default for per-tensor activations, the mean over
 # the images of each one's minimum and maximum ("MEAN_MINMAX"), which clips every image whose
 # activations reach further than the average. On the trained R50-320 (tiny_coco overfit, 8
-# calibration images) that clipping cost 4.6 mask AP (53.0 fp32, 48.5 int8); with the full range
+# calibration images) that clipping cost 4.5 mask AP (53.0 fp32, 48.5 int8); with the full range
 # int8 scores 52.8 (docs/BENCHMARKS.md).
 ACTIVATION_RANGES = "MINMAX"
 
