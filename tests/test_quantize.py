@@ -145,6 +145,20 @@ def test_quantize_tool_reports_bad_input(tmp_path):
         assert done.returncode == 2 and needle in done.stderr and "Traceback" not in done.stderr
 
 
+def test_quantize_tool_refuses_an_export_of_another_graph(int8_export, tmp_path):
+    """--onnx with --graph: the export must hold that graph (not silently the other one)."""
+    _, onnx_path, _ = int8_export  # a pipeline export
+    args = [
+        sys.executable, os.path.join(REPO_ROOT, "tools", "quantize.py"),
+        "--config-file", os.path.join(REPO_ROOT, "configs", CONFIG), "--output", str(tmp_path),
+        "--onnx", onnx_path, "--graph", "network",
+    ]  # fmt: skip
+    done = subprocess.run(args, capture_output=True, text=True, cwd=REPO_ROOT)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"--onnx {onnx_path!r} holds the pipeline graph, not --graph network" in done.stderr
+    assert not os.listdir(tmp_path)
+
+
 def test_quantize_tool_end_to_end(tmp_path):
     """The tool exports (here the network graph), quantises on training images and compares
     with fp32 on test images."""

@@ -30,6 +30,7 @@ from yolact_d2.deploy import (
     build_export_model,
     export_model,
     quantize_int8,
+    read_metadata,
 )
 from yolact_d2.deploy.verify import pytorch_instances
 from yolact_d2.engine.cli import exit_on_input_error, fail, tool_config_or_exit, tool_parser
@@ -42,9 +43,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--graph",
         choices=sorted(GRAPHS),
-        default="pipeline",
-        help="the graph to export and quantise (as tools/export_model.py --graph): network "
-        "leaves the post-processing to ExportedPredictor's PyTorch code",
+        help="the graph to export and quantise (as tools/export_model.py --graph; default "
+        "pipeline): network leaves the post-processing to ExportedPredictor's PyTorch code; "
+        "with --onnx, the file must hold this graph",
     )
     parser.add_argument(
         "--calibration-dataset",
@@ -74,6 +75,13 @@ def main(argv=None):
     cfg = tool_config_or_exit(args.config_file, args.opts, cpu_fallback=False)
     if args.onnx and not os.path.isfile(args.onnx):
         fail(f"--onnx {args.onnx!r} does not exist")
+    if args.onnx and args.graph:
+        try:
+            exported_graph = read_metadata(args.onnx).get("graph", "pipeline")
+        except ValueError as e:
+            fail(str(e))
+        if exported_graph != args.graph:
+            fail(f"--onnx {args.onnx!r} holds the {exported_graph} graph, not --graph {args.graph}")
     if args.calibration_images < 1:
         fail("--calibration-images must be at least 1")
     setup_logger(name="yolact_d2")
@@ -85,7 +93,7 @@ def main(argv=None):
     with exit_on_input_error():
         model = build_export_model(cfg)
     onnx_path = args.onnx or export_model(
-        cfg, model, "onnx", args.output, None, args.config_file, graph=args.graph
+        cfg, model, "onnx", args.output, None, args.config_file, graph=args.graph or "pipeline"
     )
     path = quantize_int8(onnx_path, calibration, os.path.join(args.output, "model_int8.xml"))
     logger.info(f"wrote {path} ({len(calibration)} calibration images of {dataset})")
